@@ -1,0 +1,3 @@
+from sgilo.cli import main
+
+main()

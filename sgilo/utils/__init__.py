@@ -1,0 +1,1 @@
+"""Small shared helpers: shape checks, per-sample random generators, image I/O."""
