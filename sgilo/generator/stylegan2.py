@@ -202,8 +202,9 @@ class SynthesisLayer(nn.Module):
         """Shapes: x [B, Cin, r/up, r/up], w [B, w_dim], noise [B or 1, 1, r, r] or None -> [B, Cout, r, r]."""
         styles = self.affine(w)                                            # [B, Cin]
         weight = self.weight.to(x.dtype)
-        dcoefs = (weight.unsqueeze(0) * styles.reshape(-1, 1, self.in_channels, 1, 1)).square().sum([2, 3, 4])
-        dcoefs = (dcoefs + 1e-8).rsqrt()                                   # [B, Cout]  (Eq. 3)
+        # Σ_{i,k} (w_oik s_i)² = Σ_i s_i² Σ_k w_oik²: one [B, Cin] x [Cin, Cout] product instead of a [B, O, I, 3, 3] tensor.
+        w2 = self.weight.float().square().sum([2, 3])                      # [Cout, Cin]
+        dcoefs = (styles.float().square() @ w2.t() + 1e-8).rsqrt()         # [B, Cout]  (Eq. 3)
         x = x * styles.to(x.dtype).reshape(-1, self.in_channels, 1, 1)     # (Eq. 1) on the activations
         if self.up == 1:
             x = F.conv2d(x, weight, padding=1)
@@ -212,7 +213,7 @@ class SynthesisLayer(nn.Module):
             x = upfirdn2d(x, self.resample_filter, pad=(1, 1, 1, 1), gain=4.0)  # [B, Cout, 2r, 2r]
         x = x * dcoefs.to(x.dtype).reshape(-1, self.out_channels, 1, 1)
         if noise is not None:
-            x = x + (noise * self.noise_strength).to(x.dtype)
+            x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
         return bias_act(x, self.bias, "lrelu", self.conv_clamp)
 
     def extra_repr(self) -> str:
@@ -263,6 +264,7 @@ class SynthesisBlock(nn.Module):
         ws [B, num_conv + 1, w_dim], noises: num_conv maps [B|1, 1, r, r] or None. Returns (x [B, Cout, r, r], img [B, 3, r, r])."""
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1).to(ws.dtype if x is None else x.dtype)
+            x = x.contiguous(memory_format=torch.channels_last)             # NHWC: faster oneDNN/cuDNN convs
             x = self.conv1(x, ws[:, 0], noises[0])
         else:
             x = self.conv0(x, ws[:, 0], noises[0])
