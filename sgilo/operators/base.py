@@ -1,7 +1,9 @@
-"""Forward-operator contract (deepinv's `Physics`): y = N(A(x)) with a linear A, its adjoint, and a separate noise model.
+"""Forward-operator contract (deepinv's `Physics`): y = N(A(x)) with a linear A, its adjoint and a separate noise model.
 
-Every operator is an `nn.Module` holding its random state (masks, matrices, signs) as buffers created from an explicit
-seed, so it moves with `.to()` and saves/loads with the result.
+Operators for the inverse problems of SGILO (Daras et al., ICML 2022) and ILO (Daras et al., ICML 2021). Every operator
+is an `nn.Module` holding its random state (masks, matrices, signs) as buffers created from an explicit seed, so it
+moves with `.to()` and saves/loads with the result (`sgilo.operators.io`). `get_config()` returns the JSON-able
+constructor arguments; `from_config(cfg)` rebuilds an operator of the same shapes whose buffers `load_state_dict` fills.
 """
 
 from __future__ import annotations
@@ -35,6 +37,58 @@ class GaussianNoise(NoiseModel):
     def forward(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
         noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         return y + self.sigma * noise
+
+
+# ----------------------------------------------------------------------------
+# Poisson (shot) noise on [-1, 1] values: photon counts N ~ Poisson(gain · (v + 1) / 2), y = 2 N / gain − 1.
+
+
+class PoissonNoise(NoiseModel):
+    """Shot noise with `gain` photons at full scale; values below −1 are treated as zero intensity.
+
+    `sigma` is the Gaussian-equivalent std at mid-grey (v = 0): Var(y) = 2 (v + 1) / gain, so σ = √(2 / gain).
+    Sampling goes through `torch.poisson`, which takes the `generator`.
+    """
+
+    def __init__(self, gain: float) -> None:
+        super().__init__()
+        if not (gain > 0 and gain < float("inf")):
+            raise ValueError(f"Poisson gain must be a finite number > 0, got {gain!r}")
+        self.gain = float(gain)
+        self.sigma = (2.0 / self.gain) ** 0.5
+
+    def forward(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        rate = (self.gain * (y + 1) / 2).clamp_min(0)
+        counts = torch.poisson(rate, generator=generator)
+        return 2 * counts / self.gain - 1
+
+
+# ----------------------------------------------------------------------------
+# Noise model <-> JSON-able dict, for saving operators with their results.
+
+
+def noise_to_config(noise: NoiseModel) -> dict:
+    """{"kind": "none"} | {"kind": "gaussian", "sigma": σ} | {"kind": "poisson", "gain": g}."""
+    if isinstance(noise, GaussianNoise):
+        return {"kind": "gaussian", "sigma": noise.sigma}
+    if isinstance(noise, PoissonNoise):
+        return {"kind": "poisson", "gain": noise.gain}
+    if type(noise) is NoiseModel:
+        return {"kind": "none"}
+    raise TypeError(f"cannot serialise noise model {type(noise).__name__}; expected NoiseModel, GaussianNoise or "
+                    f"PoissonNoise")
+
+
+def noise_from_config(cfg: dict) -> NoiseModel:
+    """Inverse of `noise_to_config`."""
+    kind = cfg.get("kind")
+    if kind == "none":
+        return NoiseModel()
+    if kind == "gaussian":
+        return GaussianNoise(cfg["sigma"])
+    if kind == "poisson":
+        return PoissonNoise(cfg["gain"])
+    raise ValueError(f"unknown noise kind {kind!r}, expected 'none', 'gaussian' or 'poisson'")
 
 
 # ----------------------------------------------------------------------------
@@ -73,3 +127,44 @@ class LinearOperator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.A(x)
+
+    def get_config(self) -> dict:
+        """JSON-able constructor arguments (tensors excluded; they are buffers in the state dict)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> LinearOperator:
+        """An operator of the same shapes; its buffers are then overwritten by `load_state_dict`."""
+        return cls(**cfg)
+
+
+# ----------------------------------------------------------------------------
+# Check an image batch against the operator's (C, H, W) and return it unchanged.
+
+
+def check_image(x: Tensor, image_shape: tuple[int, int, int] | None, name: str = "x") -> Tensor:
+    """Shapes: x [B, C, H, W]; `image_shape` (C, H, W) or None for any size."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if image_shape is None:
+        if x.ndim != 4:
+            raise ValueError(f"{name}: expected 4 dimensions [B, C, H, W], got shape {tuple(x.shape)}")
+        return x
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"{name}: expected shape [B, {', '.join(map(str, image_shape))}], got {tuple(x.shape)}")
+    return x
+
+
+# ----------------------------------------------------------------------------
+# Validate a (C, H, W) image shape given by the user.
+
+
+def as_image_shape(image_shape) -> tuple[int, int, int]:
+    """(C, H, W) of positive ints, or one ValueError line."""
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except TypeError:
+        raise ValueError(f"image_shape: expected (C, H, W), got {image_shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"image_shape: expected (C, H, W) of positive sizes, got {image_shape!r}")
+    return shape

@@ -1,0 +1,130 @@
+"""MCMC diagnostics for the SGILO chains (Daras et al., ICML 2022): split-R̂ and effective sample size.
+
+Split-R̂ (Gelman et al., BDA3 §11.4): each chain is split in halves, giving m chains of n draws; with W the mean
+within-chain variance and B/n the variance of chain means, var⁺ = (n−1)/n · W + B/n and R̂ = sqrt(var⁺ / W).
+ESS (Vehtari et al. 2021, Bayesian Analysis, Eq. 10-11; Geyer's initial monotone sequence): ρ̂_t = 1 − (W − ā_t)/var⁺
+with ā_t the mean within-chain autocovariance at lag t, τ = −1 + 2 Σ_k P_k over the positive, monotone pair sums
+P_k = ρ̂_{2k} + ρ̂_{2k+1}, ESS = m n / τ. R̂ > 1.1 means the chains have not mixed: a warning is raised.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+RHAT_WARN = 1.1
+
+
+# ----------------------------------------------------------------------------
+# Split every chain into two halves: [n, m] → [n // 2, 2m].
+
+
+def split_chains(draws: np.ndarray) -> np.ndarray:
+    n = draws.shape[0] // 2
+    return np.concatenate([draws[:n], draws[draws.shape[0] - n:]], axis=1)
+
+
+# ----------------------------------------------------------------------------
+# R̂ = sqrt(var⁺ / W) on split chains (BDA3 Eq. 11.4).
+
+
+def split_rhat(draws: np.ndarray | Tensor) -> float:
+    """Shapes: draws [n_draws, m_chains] → float (nan when fewer than 4 draws; 1.0 for constant traces)."""
+    x = split_chains(np.asarray(draws, dtype=np.float64))
+    n = x.shape[0]
+    if n < 2:
+        return float("nan")
+    W = x.var(axis=0, ddof=1).mean()
+    B = n * x.mean(axis=0).var(ddof=1)
+    if W <= 0:
+        return 1.0 if B <= 0 else float("inf")
+    var_plus = (n - 1) / n * W + B / n
+    return float(math.sqrt(var_plus / W))
+
+
+# ----------------------------------------------------------------------------
+# Within-chain autocovariance for all lags via FFT: [n, m] → [n, m].
+
+
+def autocovariance(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xc = x - x.mean(axis=0, keepdims=True)
+    size = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(xc, n=size, axis=0)
+    return np.fft.irfft(f * np.conj(f), n=size, axis=0)[:n] / n
+
+
+# ----------------------------------------------------------------------------
+# ESS = m n / τ with Geyer's initial monotone sequence estimator (Vehtari et al. 2021).
+
+
+def effective_sample_size(draws: np.ndarray | Tensor) -> float:
+    """Shapes: draws [n_draws, m_chains] → float (bulk ESS on split chains, no rank normalisation)."""
+    x = split_chains(np.asarray(draws, dtype=np.float64))
+    n, m = x.shape
+    if n < 4:
+        return float("nan")
+    acov = autocovariance(x)                                              # [n, m]
+    W = acov[0].mean() * n / (n - 1)
+    var_plus = W * (n - 1) / n + (x.mean(axis=0).var(ddof=1) if m > 1 else 0.0)
+    if var_plus <= 0:
+        return float(n * m)
+    rho = 1.0 - (W - acov.mean(axis=1)) / var_plus                          # [n]
+    rho[0] = 1.0
+    tau, prev = -1.0, float("inf")
+    for k in range(0, n - 1, 2):
+        p = rho[k] + rho[k + 1]
+        if p <= 0:
+            break
+        p = min(p, prev)                                                  # monotone
+        tau += 2 * p
+        prev = p
+    return float(n * m / max(tau, 1.0 / math.log10(max(n * m, 10))))
+
+
+# ----------------------------------------------------------------------------
+# R̂ and ESS for every image of traces [T, K, B] (draws, chains, images); the first half is discarded as warm-up.
+
+
+def summarize(traces: dict[str, Tensor], burn_in: float = 0.5) -> dict:
+    """Shapes: each trace [T, K, B] (or [T, K, B, P] for P summaries). Returns JSON-ready lists per image."""
+    out: dict = {"rhat": {}, "ess": {}}
+    for name, tr in traces.items():
+        a = tr.detach().double().cpu().numpy()
+        a = a[int(a.shape[0] * burn_in):]
+        a = a.reshape(*a.shape[:3], -1)                                    # [T', K, B, P]
+        out["rhat"][name] = [[split_rhat(a[:, :, b, p]) for p in range(a.shape[3])] for b in range(a.shape[2])]
+        out["ess"][name] = [[effective_sample_size(a[:, :, b, p]) for p in range(a.shape[3])] for b in range(a.shape[2])]
+    finite = [v for per in out["rhat"].values() for row in per for v in row if math.isfinite(v)]
+    out["rhat_max"] = max(finite) if finite else float("nan")
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Warn (one line) when any R̂ exceeds the threshold.
+
+
+def warn_if_unmixed(diag: dict, threshold: float = RHAT_WARN) -> str | None:
+    r = diag.get("rhat_max", float("nan"))
+    if math.isfinite(r) and r > threshold:
+        msg = (f"chains have not mixed: max split-R̂ = {r:.3f} > {threshold} (run more steps or more chains; "
+               f"samples may under-represent the posterior)")
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return msg
+    return None
+
+
+# ----------------------------------------------------------------------------
+# Cheap per-step pixel summaries: image mean and the channel-mean at three fixed pixels.
+
+
+def pixel_summaries(x: Tensor) -> Tensor:
+    """Shapes: x [N, C, H, W] → [N, 4]."""
+    H, W = x.shape[-2:]
+    pts = [(H // 4, W // 4), (H // 2, W // 2), (3 * H // 4, 3 * W // 4)]
+    cols = [x.mean(dim=(1, 2, 3))] + [x[:, :, i, j].mean(1) for i, j in pts]
+    return torch.stack(cols, dim=1)

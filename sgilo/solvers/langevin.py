@@ -1,0 +1,106 @@
+"""Langevin updates of SGILO (Daras et al., ICML 2022, Sec. 3, Eq. 5) in two forms.
+
+``langevin`` — projected unadjusted Langevin algorithm (ULA) on the potential U(x) = f(x) − λ log p_{t_h}(x):
+
+    x ← Π( x − η ∇f(x) + η λ s_θ(x, t_h) + sqrt(2η/β) · u ),   u ~ N(0, I)                          (Eq. 5)
+
+β is an inverse temperature (β = 1: the posterior ∝ exp(−f) p^λ; β = ∞: no noise, i.e. projected gradient ascent to
+the MAP). Without projection its stationary law for a Gaussian target N(μ, P⁻¹) is N(μ, (P (I − ηP/2))⁻¹ / β): the mean
+is exact, the covariance carries the usual O(η) ULA bias (checked in tests/test_langevin.py).
+
+``reference`` — the hybrid of the original code (reference-algorithm §3.6-3.7): an Adam step on the data term, then
+
+    x ← Π( x + τ · Δ(x) + ν · u ),   Δ(x) ≈ r² · (β_VP(t_h)/N) · s_θ(x, t_h)
+
+where Δ is the first-order displacement of one hot-sampler step (Euler–Maruyama reverse VP-SDE at t_h in min–max
+normalised units of range r; the tiny VP drift ½β x is dropped, §3.7). Its stationary law is not the posterior; it is
+kept for parity with published numbers. Fixed here: the displacement is evaluated at the post-Adam iterate (the
+reference used the pre-step value, a one-step staleness, §7.7).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from sgilo.solvers.rng import StackedGenerator, randn_like
+
+VP_BETA_MIN, VP_BETA_MAX, VP_NUM_SCALES = 0.1, 20.0, 1000   # reference VP-SDE (§3.2)
+
+
+# ----------------------------------------------------------------------------
+# Check a step-size-like hyper-parameter is a finite positive number (one clear line otherwise).
+
+
+def check_positive(value: float, name: str, allow_inf: bool = False) -> float:
+    v = float(value)
+    if math.isnan(v) or v <= 0 or (math.isinf(v) and not allow_inf):
+        kind = "a number > 0 (inf allowed)" if allow_inf else "a finite number > 0"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return v
+
+
+# ----------------------------------------------------------------------------
+# One projected ULA step (Eq. 5).
+
+
+def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float, lam: float = 1.0, beta: float = 1.0,
+                  generator: StackedGenerator | torch.Generator | None = None,
+                  project: Callable[[Tensor], Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
+    """x' = Π(x − η∇f(x) + ηλ s(x) + sqrt(2η/β) u).
+
+    Args:
+        x: current iterate [N, ...]; grad_f: ∇f(x), same shape; score: s(x) = ∇ log p(x) or None (no prior).
+        eta: step size η > 0; lam: prior weight λ ≥ 0; beta: inverse temperature β > 0 (inf = MAP, no noise).
+        generator: per-row generators (or one generator) for u; project: Π (identity if None);
+        mask: optional {0,1} tensor broadcastable to x; rows with 0 are left unchanged (conditional update).
+    Shapes: all tensors [N, ...]; returns [N, ...].
+    """
+    check_positive(eta, "step size eta")
+    check_positive(beta, "inverse temperature beta", allow_inf=True)
+    drift = -grad_f if score is None or lam == 0 else lam * score - grad_f
+    dx = eta * drift
+    if not math.isinf(beta):
+        dx = dx + math.sqrt(2 * eta / beta) * randn_like(x, generator)
+    if mask is not None:
+        dx = dx * mask
+    x_new = x + dx
+    return project(x_new) if project is not None else x_new
+
+
+# ----------------------------------------------------------------------------
+# β_VP(t) = β_min + t (β_max − β_min) (§3.2).
+
+
+def vp_beta(t: float, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> float:
+    return beta_min + t * (beta_max - beta_min)
+
+
+# ----------------------------------------------------------------------------
+# Δ(x) = r² · (β_VP(t_h)/N) · s(x, t_h): first-order hot-sampler displacement in raw units (§3.7).
+
+
+def hot_displacement(score: Tensor, t_h: float, value_range: float, num_scales: int = VP_NUM_SCALES) -> Tensor:
+    return value_range**2 * (vp_beta(t_h) / num_scales) * score
+
+
+# ----------------------------------------------------------------------------
+# The reference hybrid's post-Adam move: x ← Π(x + τ Δ(x) + ν u) (§3.6).
+
+
+def reference_step(x: Tensor, score: Tensor | None, tau: float, t_h: float, value_range: float, noise_std: float,
+                   generator: StackedGenerator | torch.Generator | None = None,
+                   project: Callable[[Tensor], Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
+    """Shapes: x, score [N, ...] → [N, ...]. ``score`` None skips the displacement (no prior for this variable)."""
+    dx = torch.zeros_like(x)
+    if score is not None and tau != 0:
+        dx = dx + tau * hot_displacement(score, t_h, value_range)
+    if noise_std > 0:
+        dx = dx + noise_std * randn_like(x, generator)
+    if mask is not None:
+        dx = dx * mask
+    x_new = x + dx
+    return project(x_new) if project is not None else x_new

@@ -1,0 +1,40 @@
+"""The output of every solver (CSGM, ILO, SGILO — Daras et al., ICML 2022): one typed dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from sgilo.generator.split import IntermediateState
+
+
+# ----------------------------------------------------------------------------
+# Result of `solve(y, operator, G, ...)`.
+
+
+@dataclass
+class Result:
+    """Reconstruction and, for samplers, posterior samples.
+
+    Shapes:
+        x_hat: [B, C, H, W] mean image (the single output for CSGM / ILO).
+        samples: [K, B, C, H, W] one image per chain, or None for point estimators.
+        std: [B, C, H, W] per-pixel std over the K samples, or None.
+        z: [B, L, D] or [K·B, L, D] (chain-major: row c·B + b) final Gaussianised w+ codes.
+        state: final `IntermediateState` (detached) — with `tail` it regenerates the samples; saved to continue a run.
+        traces: 'data' [T, K, B] data-term values per step, 'pixels' [T, K, B, 4] pixel summaries, 'round' [T].
+        seconds_per_round: wall time of each round.
+        diagnostics: R̂/ESS (samplers), warnings, 'stopped' (message when a non-finite iterate ended the run).
+    """
+
+    x_hat: Tensor
+    samples: Tensor | None
+    std: Tensor | None
+    z: Tensor
+    state: IntermediateState
+    traces: dict[str, Tensor]
+    seconds_per_round: list[float]
+    config: Any
+    diagnostics: dict = field(default_factory=dict)

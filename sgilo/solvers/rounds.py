@@ -1,0 +1,307 @@
+"""The round loop shared by CSGM, ILO and SGILO (Daras et al., ICML 2021 / 2022): the iterate, its set-up from the
+generator split, constraints, a progress-barred step loop with clean stops on non-finite values, and the final result.
+
+Layout: N = K·B rows, chain-major (row c·B + b is chain/restart c of image b); every row has its own random stream.
+Round k optimises (z, h_k, trainable noise maps) with h_k the features entering block k; round k+1 starts from
+``advance`` of the final round-k state (exact split, no image jump; the reference dropped the skip image, §1.3).
+Trainable noise rule: in round k the noise maps of blocks k … k + lookahead are trainable (ILO: lookahead 2, §1.5;
+SGILO reference: 0); maps of blocks < k are baked into h_k, later ones stay at their per-row N(0, I) draw.
+Only the w+ rows that blocks ≥ k read (rows ≥ 2k − 1) are updated in round k: the other rows no longer affect the image,
+so freezing them makes the Langevin move an exact conditional (Gibbs-style) update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from sgilo.generator.latents import GaussianizedW, fit_gaussianized_w, project_to_sphere, sphere_radius
+from sgilo.generator.split import IntermediateState, advance, tail
+from sgilo.generator.stylegan2 import Generator, SynthesisNetwork
+from sgilo.operators.base import LinearOperator
+from sgilo.solvers.diagnostics import pixel_summaries
+from sgilo.solvers.objective import DataFidelity
+from sgilo.solvers.result import Result
+from sgilo.solvers.rng import StackedGenerator
+from sgilo.solvers.schedules import l1_expand
+from sgilo.utils.shapes import assert_shape
+
+
+# ----------------------------------------------------------------------------
+# A solve problem: frozen generator, Gaussianised-w+ fit, data term, per-row random streams.
+
+
+@dataclass
+class Problem:
+    synthesis: SynthesisNetwork
+    fit: GaussianizedW
+    fidelity: DataFidelity
+    gens: StackedGenerator
+    chains: int
+    batch: int
+    progress: bool = False
+    records: dict[str, list] = field(default_factory=lambda: {"data": [], "pixels": [], "round": []})
+
+
+# ----------------------------------------------------------------------------
+# Gaussianised-w+ fit: the given one, or one fitted on the fly from the mapping network (said in a warning).
+
+
+def resolve_fit(G: Generator, fit: GaussianizedW | None, seed: int) -> GaussianizedW:
+    if fit is not None:
+        return fit
+    warnings.warn("no Gaussianised-w+ fit was given: fitting one on the fly from 100 000 mapping-network samples",
+                  RuntimeWarning, stacklevel=3)
+    device = G.mapping.w_avg.device
+    return fit_gaussianized_w(G.mapping, 100_000, generator=torch.Generator(device=device).manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------
+# Build the problem; the base seed comes from `generator` when given, else from the config seed.
+
+
+def make_problem(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None, chains: int,
+                 seed: int, sigma_min: float, generator: torch.Generator | None, progress: bool,
+                 perceptual: Callable | None = None, perceptual_weight: float = 0.0) -> Problem:
+    if not isinstance(chains, int) or chains < 1:
+        raise ValueError(f"number of chains/samples/restarts must be an integer >= 1, got {chains!r}")
+    if not isinstance(y, torch.Tensor) or y.ndim < 2:
+        raise ValueError(f"y must be a batched measurement tensor [B, ...], got {getattr(y, 'shape', type(y))}")
+    if any(p.requires_grad for p in G.parameters()):
+        G = G.freeze()                                                    # solvers never train the generator (§7.18)
+    if generator is not None:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    fit = resolve_fit(G, fit, seed)
+    fidelity = DataFidelity(operator, y, sigma_min, perceptual, perceptual_weight)
+    gens = StackedGenerator(seed, chains, y.shape[0], y.device)
+    return Problem(G.synthesis, fit, fidelity, gens, chains, y.shape[0], progress)
+
+
+# ----------------------------------------------------------------------------
+# The iterate of round k: leaves z, h_k and the trainable noise maps; the skip image and other maps are fixed.
+
+
+@dataclass
+class Iterate:
+    k: int
+    z: Tensor                 # [N, L, D]
+    h: Tensor | None          # [N, C, r, r] features entering block k (None for k = 0)
+    skip: Tensor | None       # [N, 3, r, r] RGB skip image of blocks < k (fixed during the round)
+    noises: list[Tensor]      # [N, 1, r, r] per layer
+    trainable: list[int]      # indices of trainable noise maps
+
+    def params(self) -> dict[str, Tensor]:
+        p = {"z": self.z}
+        if self.h is not None:
+            p["h"] = self.h
+        p.update({f"n{i}": self.noises[i] for i in self.trainable})
+        return p
+
+    def state(self, fit: GaussianizedW) -> IntermediateState:
+        return IntermediateState(k=self.k, h=self.h, skip=self.skip, ws=fit(self.z), noises=list(self.noises))
+
+
+# ----------------------------------------------------------------------------
+# Noise maps of blocks k … k + lookahead (flat indices).
+
+
+def trainable_noises(synthesis: SynthesisNetwork, k: int, lookahead: int) -> list[int]:
+    if k >= synthesis.num_blocks or lookahead < 0:
+        return []
+    last = min(k + lookahead, synthesis.num_blocks - 1)
+    start = synthesis.noise_index(k)
+    stop = synthesis.noise_index(last) + synthesis.block(last).num_conv
+    return list(range(start, stop))
+
+
+# ----------------------------------------------------------------------------
+# Initial iterate (round 0): z ~ N(0, I) per row ('randn', ILO) or all ones ('ones', sgilo reference); noise ~ N(0, I).
+
+
+def init_iterate(problem: Problem, init: str = "randn") -> Iterate:
+    syn = problem.synthesis
+    if init == "randn":
+        z = problem.gens.randn([syn.num_ws, syn.w_dim])                  # [N, L, D]
+    elif init == "ones":
+        z = torch.ones([len(problem.gens), syn.num_ws, syn.w_dim], device=problem.gens.device)
+    else:
+        raise ValueError(f"latent init must be 'randn' or 'ones', got {init!r}")
+    noises = [problem.gens.randn([1, layer.resolution, layer.resolution]) for layer in syn.noise_layers()]
+    return Iterate(k=0, z=z, h=None, skip=None, noises=noises, trainable=[])
+
+
+# ----------------------------------------------------------------------------
+# Start round k: advance the previous iterate block by block (exact split), then mark the leaves of round k.
+
+
+def begin_round(problem: Problem, it: Iterate, k: int, lookahead: int, carry_skip: bool = True) -> Iterate:
+    syn = problem.synthesis
+    with torch.no_grad():
+        state = IntermediateState(k=it.k, h=it.h, skip=it.skip, ws=problem.fit(it.z.detach()),
+                                  noises=[n.detach() for n in it.noises]).detach()
+        while state.k < k:
+            state = advance(syn, state, carry_skip=carry_skip)
+    trainable = trainable_noises(syn, k, lookahead)
+    noises = [n.detach().clone().requires_grad_(i in trainable) for i, n in enumerate(it.noises)]
+    h = None if state.h is None else state.h.detach().clone().requires_grad_(True)
+    skip = None if state.skip is None else state.skip.detach()
+    return Iterate(k=k, z=it.z.detach().clone().requires_grad_(True), h=h, skip=skip, noises=noises,
+                   trainable=trainable)
+
+
+# ----------------------------------------------------------------------------
+# Rows of z read by blocks ≥ k: mask [1, L, 1].
+
+
+def active_rows(synthesis: SynthesisNetwork, k: int, like: Tensor) -> Tensor:
+    m = torch.zeros([1, synthesis.num_ws, 1], dtype=like.dtype, device=like.device)
+    m[:, max(2 * k - 1, 0):] = 1
+    return m
+
+
+# ----------------------------------------------------------------------------
+# Image of the iterate: G_tail,k(w(z), h_k) [N, C, H, W].
+
+
+def render(problem: Problem, it: Iterate) -> Tensor:
+    return tail(problem.synthesis, it.state(problem.fit))
+
+
+# ----------------------------------------------------------------------------
+# Constraints after a step: ℓ1 balls around the round start (§1.10), then spheres at round-start radii (§1.7).
+
+
+@dataclass
+class Constraints:
+    start: dict[str, Tensor]
+    radii: dict[str, Tensor]
+    l1: dict[str, float | None]
+    project: bool
+
+    @staticmethod
+    def at(it: Iterate, project: bool, l1_z: float | None = None, l1_h: float | None = None,
+           l1_noise: float | None = None) -> Constraints:
+        params = it.params()
+        start = {n: p.detach().clone() for n, p in params.items()}
+        radii = {n: sphere_radius(p.detach()) for n, p in params.items() if n != "h"}
+        l1 = {n: (l1_z if n == "z" else l1_h if n == "h" else l1_noise) for n in params}
+        return Constraints(start, radii, l1, project)
+
+    @torch.no_grad()
+    def apply(self, it: Iterate) -> None:
+        for name, p in it.params().items():
+            if self.l1[name] is not None:
+                p.copy_(l1_expand(p, self.start[name], self.l1[name]))
+            if self.project and name in self.radii:
+                p.copy_(project_to_sphere(p, self.radii[name]))
+
+
+# ----------------------------------------------------------------------------
+# Run one round: `step(i)` updates the leaves in place and returns (image, f) at the pre-update iterate.
+
+
+def run_round(problem: Problem, it: Iterate, steps: int, step: Callable[[int], tuple[Tensor, Tensor]], desc: str,
+              hint: str) -> str | None:
+    """Returns None, or a one-line message when a non-finite value stopped the round (the last finite iterate is kept)."""
+    for i in tqdm(range(steps), desc=desc, disable=not problem.progress, leave=False):
+        snapshot = {n: p.detach().clone() for n, p in it.params().items()}
+        x, f = step(i)
+        finite = bool(torch.isfinite(f).all()) and all(bool(torch.isfinite(p).all()) for p in it.params().values())
+        if not finite:
+            with torch.no_grad():
+                for n, p in it.params().items():
+                    p.copy_(snapshot[n])
+            return f"non-finite iterate in round k={it.k} at step {i}: stopped and kept the last finite iterate; {hint}"
+        problem.records["data"].append(f.detach())
+        problem.records["pixels"].append(pixel_summaries(x.detach()))
+        problem.records["round"].append(it.k)
+    return None
+
+
+# ----------------------------------------------------------------------------
+# Run the rounds k = 0 … R−1 with a per-round step factory; returns the final iterate, seconds and a stop message.
+
+
+def run_rounds(problem: Problem, it: Iterate, steps: tuple[int, ...], make_step: Callable[[Iterate, int], Callable],
+               lookahead: int, carry_skip: bool, name: str, hint: str) -> tuple[Iterate, list[float], str | None]:
+    seconds, stopped = [], None
+    for k, n in enumerate(steps):
+        t0 = time.perf_counter()
+        it = begin_round(problem, it, k, lookahead, carry_skip)
+        stopped = run_round(problem, it, n, make_step(it, k), f"{name} round k={k}", hint)
+        seconds.append(time.perf_counter() - t0)
+        if stopped:
+            warnings.warn(stopped, RuntimeWarning, stacklevel=3)
+            break
+    return it, seconds, stopped
+
+
+# ----------------------------------------------------------------------------
+# Stack the per-step records into traces: data [T, K, B], pixels [T, K, B, 4], round [T].
+
+
+def traces(problem: Problem) -> dict[str, Tensor]:
+    K, B, rec = problem.chains, problem.batch, problem.records
+    if not rec["data"]:
+        return {"data": torch.zeros([0, K, B]), "pixels": torch.zeros([0, K, B, 4]), "round": torch.zeros([0])}
+    return {"data": torch.stack(rec["data"]).reshape(-1, K, B).cpu(),
+            "pixels": torch.stack(rec["pixels"]).reshape(-1, K, B, 4).cpu(),
+            "round": torch.tensor(rec["round"])}
+
+
+# ----------------------------------------------------------------------------
+# Final images of every row, their data term, and the detached final state.
+
+
+@torch.no_grad()
+def final_images(problem: Problem, it: Iterate) -> tuple[Tensor, Tensor, IntermediateState]:
+    state = it.state(problem.fit).detach()
+    x = tail(problem.synthesis, state)                                    # [N, C, H, W]
+    return x, problem.fidelity(x), state
+
+
+# ----------------------------------------------------------------------------
+# Keep rows `idx` of a state (CSGM picks one restart per image).
+
+
+def select_rows(state: IntermediateState, idx: Tensor) -> IntermediateState:
+    s = (lambda t: None if t is None else t[idx])
+    return IntermediateState(k=state.k, h=s(state.h), skip=s(state.skip), ws=state.ws[idx],
+                             noises=[s(n) for n in state.noises])
+
+
+# ----------------------------------------------------------------------------
+# Result for K chains: samples [K, B, ...], mean, std.
+
+
+def sampler_result(problem: Problem, it: Iterate, config, seconds: list[float], diagnostics: dict) -> Result:
+    x, f, state = final_images(problem, it)
+    K, B = problem.chains, problem.batch
+    samples = x.reshape(K, B, *x.shape[1:])                               # [K, B, C, H, W]
+    std = samples.std(0, correction=1) if K > 1 else torch.zeros_like(samples[0])
+    diagnostics = {**diagnostics, "final_data_term": f.reshape(K, B).tolist()}
+    assert_shape(samples, [K, B, None, None, None], "samples")
+    return Result(x_hat=samples.mean(0), samples=samples, std=std, z=it.z.detach(), state=state,
+                  traces=traces(problem), seconds_per_round=seconds, config=config, diagnostics=diagnostics)
+
+
+# ----------------------------------------------------------------------------
+# Validate a steps tuple.
+
+
+def check_steps(steps: tuple[int, ...], synthesis: SynthesisNetwork) -> tuple[int, ...]:
+    if not steps or any((not isinstance(s, int)) or s < 1 for s in steps):
+        raise ValueError(f"steps must be a non-empty list of integers >= 1 (one per round), got {steps!r}")
+    if len(steps) > synthesis.num_blocks:
+        raise ValueError(f"{len(steps)} rounds requested but the generator has only {synthesis.num_blocks} blocks "
+                         f"(rounds k = 0..{synthesis.num_blocks - 1})")
+    if not all(math.isfinite(s) for s in steps):
+        raise ValueError(f"steps must be finite, got {steps!r}")
+    return tuple(steps)
