@@ -1,0 +1,360 @@
+"""Benchmark grid runner: SGILO (Daras et al., ICML 2022) vs ILO (Daras et al., ICML 2021), CSGM (Bora et al., ICML
+2017) and the Lasso baselines of the CSGM paper, over (image, task, solver, seed) cells of a held-out split.
+
+* Batched: the images of a task are cut into fixed chunks of `batch` images (one solver call per chunk).
+* Reproducible: image i's measurement noise comes from its own generator seeded by (seed, task, i); a chunk's solver
+  seed is derived from (seed, task, first image of the chunk). The solvers key their per-row random streams by
+  position inside the batch (`sgilo.solvers.rng`), so results are independent of the number of ranks and of restarts
+  (chunks never change), but they do depend on `batch`; `batch` is therefore part of the run's fixed configuration.
+* Resumable: every finished cell is appended to `parts/rank{r}.jsonl`; a restart skips cells found there or in
+  `results.jsonl`. A changed preset, model, prior set or batch in the same folder is refused.
+* Distributed: under `torchrun`, chunk×solver units are dealt round-robin to the ranks; rank 0 waits for every rank's
+  done marker (file based, so no collective time-out on long runs), merges into `results.jsonl` and writes the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import warnings
+import zlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from sgilo.bench.lasso import lasso_solve, tune_lambda
+from sgilo.bench.presets import SOLVER_PRESETS, SOLVERS, TASK_GROUPS, TASK_PRESETS, preset_params
+from sgilo.bench.tasks import make_operator, task_params
+from sgilo.checkpoints import atomic_write_text
+from sgilo.metrics.posterior import coverage, diversity
+from sgilo.metrics.quality import measurement_residual, mse, psnr, ssim
+from sgilo.solvers.rng import row_seed
+from sgilo.utils.images import measurement_to_image, to_uint8
+
+KEY = ("task", "solver", "seed", "image")
+FIXED = ("preset", "model", "priors", "batch", "split", "solver_configs")
+
+
+# ----------------------------------------------------------------------------
+# What to run.
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    data: str                                         # dataset zip or folder with a test split
+    out: str                                          # output folder (results.jsonl, summary.*, figures/)
+    split: str = "test"                               # evaluation split (tuning always uses 'train')
+    tasks: tuple[str, ...] = TASK_GROUPS["main"]      # task preset names
+    solvers: tuple[str, ...] = ("csgm", "ilo", "sgilo")
+    n_images: int | None = None                       # None: the preset's number
+    seeds: int = 1                                    # seeds 0 … seeds−1
+    preset: str = "default"                           # key of SOLVER_PRESETS
+    model: str = "default"                            # generator name or path
+    priors: tuple[str, ...] = ("default",)            # 'default' (bundled), 'none', or prior paths
+    batch: int | None = None                          # images per solver call (None: the preset's)
+    n_show: int = 4                                   # images per task kept for the figures
+    figures: bool = True                              # write figures/ (summary.json and summary.md always)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in SOLVER_PRESETS:
+            raise ValueError(f"unknown solver preset {self.preset!r}; expected one of {sorted(SOLVER_PRESETS)}")
+        bad = [s for s in self.solvers if s not in SOLVERS]
+        if bad or not self.solvers:
+            raise ValueError(f"unknown solver(s) {bad or self.solvers!r}; expected a subset of {list(SOLVERS)}")
+        bad = [t for t in self.tasks if t not in TASK_PRESETS]
+        if bad or not self.tasks:
+            raise ValueError(f"unknown task preset(s) {bad or self.tasks!r}; expected names of {sorted(TASK_PRESETS)}")
+        for name in ("seeds", "n_images", "batch"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+# ----------------------------------------------------------------------------
+# A stable 32-bit id of a string (Python's hash() is salted per process).
+
+
+def stable_id(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+# ----------------------------------------------------------------------------
+# Load the generator, its Gaussianised-w+ fit and the priors ('default' = every bundled prior that exists).
+
+
+def load_models(model: str, prior_specs: tuple[str, ...], device: torch.device):
+    from sgilo.generator.io import load_generator
+    from sgilo.priors.io import load_prior
+
+    G, fit = load_generator(model, device=device)
+    priors: dict = {}
+    for spec in prior_specs:
+        if spec == "none":
+            continue
+        names = ["z"] + [f"h{k}" for k in range(1, G.synthesis.num_blocks)] if spec == "default" else [spec]
+        for name in names:
+            try:
+                p = load_prior(name, device=device)
+            except FileNotFoundError:
+                if spec == "default":
+                    continue
+                raise
+            priors["z" if p.kind == "z" else f"h{p.layer}"] = p
+    return G, fit, priors
+
+
+# ----------------------------------------------------------------------------
+# y_i = noise(A x_i) with image i's own generator, so y never depends on the batch it is in.
+
+
+def measure_images(operator, x: Tensor, seed: int, task: str, indices: list[int]) -> Tensor:
+    """Shapes: x [B, C, H, W] → y [B, ...]."""
+    ys = []
+    for b, i in enumerate(indices):
+        g = torch.Generator(device=x.device).manual_seed(row_seed(seed, stable_id(task), i))
+        ys.append(operator.measure(x[b:b + 1], generator=g))
+    return torch.cat(ys)
+
+
+# ----------------------------------------------------------------------------
+# Run one solver on a chunk: (x̂ [B, C, H, W], samples [K, B, C, H, W] or None, per-image extras).
+
+
+def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: float | None):
+    from sgilo.solvers import csgm, ilo, sgilo
+
+    G, fit, priors = models
+    B = y.shape[0]
+    if name.startswith("lasso"):
+        g = torch.Generator().manual_seed(seed)
+        return lasso_solve(y, operator, lam, config, generator=g), None, [{"lam": lam}] * B
+    cfg = replace(config, seed=seed)
+    if name == "csgm":
+        r = csgm.solve(y, operator, G, fit, config=cfg)
+    elif name == "ilo":
+        r = ilo.solve(y, operator, G, fit, config=cfg)
+    else:
+        r = sgilo.solve(y, operator, G, fit, priors=priors, config=cfg)
+    extras = [{"stopped": r.diagnostics.get("stopped")} for _ in range(B)]
+    rhat = r.diagnostics.get("rhat") or {}
+    for b in range(B):
+        vals = [v for per in rhat.values() for v in per[b] if np.isfinite(v)]
+        if vals:
+            extras[b]["rhat"] = max(vals)
+    return r.x_hat.detach(), (None if r.samples is None else r.samples.detach()), extras
+
+
+# ----------------------------------------------------------------------------
+# Metrics of every image of a chunk: PSNR, SSIM, MSE, residual; with K ≥ 2 samples also coverage, diversity.
+
+
+@torch.no_grad()
+def image_metrics(x_hat: Tensor, x: Tensor, y: Tensor, operator, samples: Tensor | None) -> list[dict]:
+    """Shapes: x_hat, x [B, C, H, W]; y [B, ...]; samples [K, B, C, H, W] or None. Returns B dicts of floats."""
+    m = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x), "mse": mse(x_hat, x),
+         "residual": measurement_residual(operator, x_hat, y)}
+    if samples is not None and samples.shape[0] >= 2:
+        m["coverage50"] = coverage(samples, x, 0.5)
+        m["coverage90"] = coverage(samples, x, 0.9)
+        m["diversity"] = diversity(samples)
+        m["psnr_sample"] = torch.stack([psnr(s, x) for s in samples]).mean(0)
+    return [{k: float(v[b]) for k, v in m.items()} for b in range(x.shape[0])]
+
+
+# ----------------------------------------------------------------------------
+# Keep the first `n_show` images of each cell group for the figures (uint8 images, fp16 std map).
+
+
+def save_recon(out: Path, task: str, solver: str, seed: int, i: int, x: Tensor, meas: Tensor, x_hat: Tensor,
+               samples: Tensor | None) -> None:
+    """Shapes: x, meas, x_hat [C, H, W]; samples [K, C, H, W] or None."""
+    arrays = {"truth": to_uint8(x).numpy(), "measurement": to_uint8(meas).numpy(), "x_hat": to_uint8(x_hat).numpy()}
+    if samples is not None and samples.shape[0] >= 2:
+        arrays["std"] = samples.std(0).cpu().numpy().astype(np.float16)
+        arrays["samples"] = to_uint8(samples[:4]).numpy()
+    path = out / "recons" / task / f"{solver}_s{seed}_i{i}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+# ----------------------------------------------------------------------------
+# Read finished cells from results.jsonl and every rank's part file (later duplicates ignored).
+
+
+def read_records(out: Path) -> list[dict]:
+    files = [out / "results.jsonl"] + sorted((out / "parts").glob("rank*.jsonl"))
+    seen: dict[tuple, dict] = {}
+    for f in files:
+        if not f.is_file():
+            continue
+        for line in f.read_text().splitlines():
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:          # a line cut by a hard kill: that cell is simply redone
+                    continue
+                seen.setdefault(tuple(rec[k] for k in KEY), rec)
+    return list(seen.values())
+
+
+# ----------------------------------------------------------------------------
+# Merge every finished cell into results.jsonl (sorted by task order, solver, seed, image) and drop the part files.
+
+
+def merge_results(out: Path, task_order: tuple[str, ...]) -> list[dict]:
+    order = {t: i for i, t in enumerate(task_order)}
+    recs = sorted(read_records(out), key=lambda r: (order.get(r["task"], len(order)), r["task"], r["solver"],
+                                                    r["seed"], r["image"]))
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
+    for f in (out / "parts").glob("rank*.jsonl"):
+        f.unlink()
+    return recs
+
+
+# ----------------------------------------------------------------------------
+# Write config.json, or refuse to resume a folder made with a different fixed configuration.
+
+
+def check_run_config(out: Path, info: dict, write: bool = True) -> None:
+    path = out / "config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in FIXED if old.get(k) != info.get(k)]
+        if diff:
+            raise ValueError(f"{out} holds a run with different {', '.join(diff)} (was {[old.get(k) for k in diff]}, "
+                             f"now {[info.get(k) for k in diff]}); use another --out")
+        info = {**old, **info, "tasks": list(dict.fromkeys(old.get("tasks", []) + info["tasks"]))}
+    if write:
+        atomic_write_text(path, json.dumps(info, indent=1, default=str))
+
+
+# ----------------------------------------------------------------------------
+# Rank and world size (initialising torch.distributed under torchrun) and a run token shared by all ranks.
+
+
+def distributed_setup() -> tuple[int, int, str]:
+    import torch.distributed as dist
+
+    from sgilo.training.launch import init_distributed
+
+    rank, world = init_distributed()
+    token = [secrets.token_hex(8)]
+    if world > 1:
+        dist.broadcast_object_list(token, src=0)
+    return rank, world, token[0]
+
+
+# ----------------------------------------------------------------------------
+# Rank 0: wait (no time-out) until every rank has written its done marker for this run.
+
+
+def wait_for_ranks(parts: Path, world: int, token: str, poll: float = 0.5) -> None:
+    while True:
+        markers = [parts / f"rank{r}.done" for r in range(world)]
+        if all(m.is_file() and m.read_text() == token for m in markers):
+            return
+        time.sleep(poll)
+
+
+# ----------------------------------------------------------------------------
+# Run the benchmark grid; returns the merged records on rank 0 (None on other ranks).
+
+
+def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list[dict] | None:
+    """`models` = (G, fit, priors) overrides loading `cfg.model` / `cfg.priors` (used by tests)."""
+    from sgilo.bench.summary import write_summary
+    from sgilo.training.data import load_image_set, to_float
+
+    device = torch.device(device)
+    out, preset = Path(cfg.out), SOLVER_PRESETS[cfg.preset]
+    rank, world, token = distributed_setup()
+    models = models if models is not None else load_models(cfg.model, cfg.priors, device)
+    G = models[0]
+    if "sgilo" in cfg.solvers and not models[2]:
+        warnings.warn("no latent priors found: SGILO runs with the N(0, I) score of z only", RuntimeWarning,
+                      stacklevel=2)
+    res = G.cfg.img_resolution
+    n_images, batch = cfg.n_images or preset["n_images"], cfg.batch or preset["batch"]
+    x_all = to_float(load_image_set(cfg.data, res, cfg.split, limit=n_images)).to(device)
+    shape = tuple(x_all.shape[1:])
+    configs = {s: preset[s] for s in cfg.solvers}
+    params = {t: task_params(TASK_PRESETS[t].task, shape, 0, **preset_params(t, shape)) for t in cfg.tasks}
+    info = {**asdict(cfg), "batch": batch, "n_images": len(x_all), "world_size": world, "device": str(device),
+            "solver_configs": {s: repr(c) for s, c in configs.items()}, "tuning": preset["tuning"],
+            "task_params": params, "tasks": list(cfg.tasks), "priors": sorted(models[2])}
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_config(out, info, write=rank == 0)                         # every rank refuses a mismatched folder
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    (parts / f"rank{rank}.done").unlink(missing_ok=True)
+
+    done = {tuple(r[k] for k in KEY) for r in read_records(out)}
+    units = [(t, s, start, min(start + batch, len(x_all)), solver) for t in cfg.tasks for s in range(cfg.seeds)
+             for start in range(0, len(x_all), batch) for solver in cfg.solvers]
+    todo = [u for u in units[rank::world] if any((u[0], u[4], u[1], i) not in done for i in range(u[2], u[3]))]
+    bar = tqdm(total=sum(u[3] - u[2] for u in todo), desc=f"bench rank {rank}", unit="img",
+               disable=not cfg.progress or rank != 0)
+    cache: dict = {}
+    with open(parts / f"rank{rank}.jsonl", "a") as log:
+        for task, seed, start, stop, solver in todo:
+            log.write(run_unit(cfg, out, task, seed, start, stop, solver, x_all, shape, models, configs[solver],
+                               params[task], cache, device))
+            log.flush()
+            bar.update(stop - start)
+    bar.close()
+    (parts / f"rank{rank}.done").write_text(token)
+    if rank != 0:
+        return None
+    wait_for_ranks(parts, world, token)
+    records = merge_results(out, cfg.tasks)
+    write_summary(out, records, cfg.tasks, cfg.solvers, figures=cfg.figures)
+    return records
+
+
+# ----------------------------------------------------------------------------
+# One (task, seed, chunk, solver) unit → JSON lines of its cells.
+
+
+def run_unit(cfg: BenchConfig, out: Path, task: str, seed: int, start: int, stop: int, solver: str, x_all: Tensor,
+             shape: tuple, models, config, params: dict, cache: dict, device: torch.device) -> str:
+    from sgilo.training.data import load_image_set, to_float
+
+    if (task, seed) not in cache:
+        op = make_operator(TASK_PRESETS[task].task, shape, seed, **preset_params(task, shape))
+        cache[(task, seed)] = op.to(device)
+    operator = cache[(task, seed)]
+    idx = list(range(start, stop))
+    x = x_all[start:stop]
+    y = measure_images(operator, x, seed, task, idx)
+    lam = None
+    if solver.startswith("lasso"):
+        lam = config.lam
+        if lam is None and (task, seed, solver) not in cache:                 # λ from train/ images only
+            train = to_float(load_image_set(cfg.data, shape[1], "train", limit=config.tune_images)).to(device)
+            cache[(task, seed, solver)] = tune_lambda(operator, train, config,
+                                                      torch.Generator(device=device).manual_seed(seed))[0]
+        lam = cache.get((task, seed, solver), lam)
+    t0 = time.perf_counter()
+    x_hat, samples, extras = run_solver(solver, y, operator, models, config,
+                                        row_seed(seed, stable_id(task), start) % 2**62, lam)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    metrics = image_metrics(x_hat, x, y, operator, samples)
+    meas = measurement_to_image(operator, y, shape)
+    lines = []
+    for b, i in enumerate(idx):
+        if i < cfg.n_show:
+            save_recon(out, task, solver, seed, i, x[b], meas[b], x_hat[b], None if samples is None else samples[:, b])
+        rec = {"task": task, "solver": solver, "seed": seed, "image": i, "metrics": metrics[b],
+               "seconds": seconds / len(idx), "batch_seconds": seconds, "batch": len(idx),
+               "n_measurements": int(y[b].numel()), "params": {**params, "seed": seed}, **extras[b]}
+        lines.append(json.dumps(rec) + "\n")
+    return "".join(lines)

@@ -1,0 +1,242 @@
+"""Aggregation of the SGILO benchmark (Daras et al., ICML 2022): per task, solver and metric the mean over all
+(image, seed) cells with a 95% Student-t confidence interval, a markdown table, and the figures (comparison sheets,
+uncertainty maps, PSNR and MSE against the number of measurements as in Bora et al., ICML 2017, Fig. 3).
+
+    ci95 = t_{0.975, n−1} · s / √n      (half-width; s the sample std with Bessel's correction; None when n < 2)
+
+Cells from different seeds of the same image are pooled as if independent; non-finite values (e.g. PSNR = inf for an
+exact reconstruction) are left out and `n` counts the finite ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from sgilo.checkpoints import atomic_write_text
+
+CI_METHOD = "Student-t 95% confidence interval of the mean (half-width), over all (image, seed) cells"
+MAIN_METRICS = ("psnr", "ssim", "residual")
+SAMPLER_METRICS = ("coverage50", "coverage90", "diversity", "rhat")
+
+
+# ----------------------------------------------------------------------------
+# Mean, t-interval half-width and count of the finite values.
+
+
+def t_interval(values: list[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    n = int(v.size)
+    if n == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    ci = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)) if n >= 2 else None
+    return {"mean": float(v.mean()), "ci95": ci, "n": n}
+
+
+# ----------------------------------------------------------------------------
+# {task: {solver: {metric: {mean, ci95, n}}}} from result records (metrics, rhat and seconds per cell).
+
+
+def summarize(records: list[dict], tasks: tuple[str, ...] | None = None,
+              solvers: tuple[str, ...] | None = None) -> dict:
+    tasks = tasks or tuple(dict.fromkeys(r["task"] for r in records))
+    solvers = solvers or tuple(dict.fromkeys(r["solver"] for r in records))
+    out: dict = {}
+    for t in tasks:
+        for s in solvers:
+            cells = [r for r in records if r["task"] == t and r["solver"] == s]
+            if not cells:
+                continue
+            values: dict[str, list[float]] = {}
+            for r in cells:
+                for k, v in {**r["metrics"], "seconds": r["seconds"],
+                             **({"rhat": r["rhat"]} if r.get("rhat") is not None else {})}.items():
+                    values.setdefault(k, []).append(v)
+            out.setdefault(t, {})[s] = {k: t_interval(v) for k, v in values.items()}
+    return out
+
+
+# ----------------------------------------------------------------------------
+# "mean ± ci" for a table cell.
+
+
+def fmt(stat: dict | None, digits: int = 2) -> str:
+    if not stat or stat["mean"] is None:
+        return "–"
+    ci = "" if stat["ci95"] is None else f" ± {stat['ci95']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}{ci}"
+
+
+# ----------------------------------------------------------------------------
+# Does SGILO have the highest mean PSNR, and is its interval disjoint from every other solver's?
+
+
+def sgilo_verdict(row: dict) -> str:
+    if "sgilo" not in row or len(row) < 2 or "psnr" not in row["sgilo"]:
+        return "–"
+    me = row["sgilo"]["psnr"]
+    others = [v["psnr"] for s, v in row.items() if s != "sgilo" and "psnr" in v and v["psnr"]["mean"] is not None]
+    if me["mean"] is None or not others:
+        return "–"
+    if any(o["mean"] >= me["mean"] for o in others):
+        return "no"
+    lo = me["mean"] - (me["ci95"] or 0)
+    disjoint = me["ci95"] is not None and all(o["ci95"] is not None and o["mean"] + o["ci95"] < lo for o in others)
+    return "yes (intervals disjoint)" if disjoint else "yes, but intervals overlap"
+
+
+# ----------------------------------------------------------------------------
+# The markdown report: main PSNR/SSIM/residual table, sampler table, seconds, CSGM-protocol table.
+
+
+def markdown(summary: dict, records: list[dict], solvers: tuple[str, ...]) -> str:
+    lines = [f"Values: mean ± {CI_METHOD}.", ""]
+    for metric, digits in (("psnr", 2), ("ssim", 3), ("residual", 3), ("seconds", 2)):
+        head = f"| task | n | {' | '.join(solvers)} |" + (" SGILO best? |" if metric == "psnr" else "")
+        lines += [f"### {metric}", "", head, "|" + "---|" * (len(solvers) + 2 + (metric == "psnr"))]
+        for t, row in summary.items():
+            n = max((v.get(metric, {}).get("n", 0) for v in row.values()), default=0)
+            cells = [fmt(row.get(s, {}).get(metric), digits) for s in solvers]
+            extra = f" {sgilo_verdict(row)} |" if metric == "psnr" else ""
+            lines.append(f"| {t} | {n} | {' | '.join(cells)} |{extra}")
+        lines.append("")
+    samplers = [(t, row["sgilo"]) for t, row in summary.items() if "sgilo" in row and "coverage90" in row["sgilo"]]
+    if samplers:
+        lines += ["### SGILO posterior samples", "", f"| task | {' | '.join(SAMPLER_METRICS)} |",
+                  "|" + "---|" * (len(SAMPLER_METRICS) + 1)]
+        lines += [f"| {t} | {' | '.join(fmt(v.get(m), 3) for m in SAMPLER_METRICS)} |" for t, v in samplers]
+        lines.append("")
+    curve = measurement_curve(summary, records)
+    if curve:
+        lines += ["### PSNR / per-pixel MSE against measurements m (CSGM protocol)", "",
+                  f"| m | {' | '.join(f'{s} PSNR | {s} MSE' for s in solvers)} |",
+                  "|" + "---|" * (2 * len(solvers) + 1)]
+        for m, task in curve:
+            row = summary[task]
+            cells = [f"{fmt(row.get(s, {}).get('psnr'))} | {fmt(row.get(s, {}).get('mse'), 4)}" for s in solvers]
+            lines.append(f"| {m} | {' | '.join(cells)} |")
+        lines.append("")
+    params = {r["task"]: r["params"] for r in records}
+    lines += ["### Task parameters", ""] + [f"- `{t}`: {json.dumps(p)}" for t, p in params.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------
+# (m, task) pairs of the CSGM-protocol tasks present (csgm-m*), sorted by m.
+
+
+def measurement_curve(summary: dict, records: list[dict]) -> list[tuple[int, str]]:
+    ms = {r["task"]: r["n_measurements"] for r in records if r["task"].startswith("csgm-m")}
+    return sorted((m, t) for t, m in ms.items() if t in summary)
+
+
+# ----------------------------------------------------------------------------
+# Figures: one comparison sheet per task, uncertainty maps for samplers, PSNR/MSE against m.
+
+
+def write_figures(out: Path, summary: dict, records: list[dict], solvers: tuple[str, ...]) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    img = (lambda a: np.transpose(a, (1, 2, 0)))                                     # [C, H, W] → [H, W, C]
+    for task in summary:
+        files = {s: sorted((out / "recons" / task).glob(f"{s}_s0_i*.npz"), key=lambda p: int(p.stem.split("_i")[-1]))
+                 for s in solvers}
+        ref = next((f for f in files.values() if f), None)
+        if not ref:
+            continue
+        rows = len(ref)
+        cols = ["truth", "measurement"] + [s for s in solvers if files[s]]
+        fig, axes = plt.subplots(rows, len(cols), figsize=(1.6 * len(cols), 1.6 * rows), squeeze=False)
+        for i, path in enumerate(ref):
+            base = np.load(path)
+            for j, c in enumerate(cols):
+                ax = axes[i, j]
+                ax.axis("off")
+                src = base if c in ("truth", "measurement") else (np.load(files[c][i]) if i < len(files[c]) else None)
+                if src is not None:
+                    ax.imshow(img(src["x_hat" if c in solvers else c]))
+                if i == 0:
+                    ax.set_title(c, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(fig_dir / f"sheet_{task}.png", dpi=100)
+        plt.close(fig)
+        written.append(f"sheet_{task}.png")
+        written += uncertainty_figure(plt, fig_dir, task, files, img)
+    curve = measurement_curve(summary, records)
+    if len(curve) >= 2:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for s in solvers:
+            pts = [(m, summary[t][s]) for m, t in curve if s in summary[t]]
+            for ax, metric in zip(axes, ("psnr", "mse"), strict=True):
+                xs = [m for m, v in pts if v[metric]["mean"] is not None]
+                ys = [v[metric]["mean"] for m, v in pts if v[metric]["mean"] is not None]
+                es = [v[metric]["ci95"] or 0 for m, v in pts if v[metric]["mean"] is not None]
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=s)
+        for ax, label in zip(axes, ("PSNR (dB)", "per-pixel MSE"), strict=True):
+            ax.set_xscale("log")
+            ax.set_xlabel("measurements m")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[1].set_yscale("log")
+        axes[0].legend()
+        fig.tight_layout()
+        fig.savefig(fig_dir / "psnr_vs_measurements.png", dpi=100)
+        plt.close(fig)
+        written.append("psnr_vs_measurements.png")
+    return written
+
+
+# ----------------------------------------------------------------------------
+# Uncertainty maps of every sampler: truth, mean, |error|, per-pixel std (channel mean), two samples.
+
+
+def uncertainty_figure(plt, fig_dir: Path, task: str, files: dict, img) -> list[str]:
+    written = []
+    for s, paths in files.items():
+        data = [np.load(p) for p in paths]
+        data = [d for d in data if "std" in d]
+        if not data:
+            continue
+        cols = ["truth", "mean", "|error|", "std", "sample 1", "sample 2"]
+        fig, axes = plt.subplots(len(data), len(cols), figsize=(1.6 * len(cols), 1.6 * len(data)), squeeze=False)
+        for i, d in enumerate(data):
+            err = np.abs(d["x_hat"].astype(np.float64) - d["truth"].astype(np.float64)).mean(0) / 127.5
+            std = d["std"].astype(np.float64).mean(0)
+            vmax = max(float(err.max()), float(std.max()), 1e-6)
+            panels = [img(d["truth"]), img(d["x_hat"]), err, std, img(d["samples"][0]), img(d["samples"][1])]
+            for j, (c, p) in enumerate(zip(cols, panels, strict=True)):
+                axes[i, j].imshow(p, cmap="magma" if p.ndim == 2 else None, vmin=0 if p.ndim == 2 else None,
+                                  vmax=vmax if p.ndim == 2 else None)
+                axes[i, j].axis("off")
+                if i == 0:
+                    axes[i, j].set_title(c, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(fig_dir / f"uncertainty_{task}_{s}.png", dpi=100)
+        plt.close(fig)
+        written.append(f"uncertainty_{task}_{s}.png")
+    return written
+
+
+# ----------------------------------------------------------------------------
+# Write summary.json, summary.md and the figures; returns the summary dict.
+
+
+def write_summary(out: str | Path, records: list[dict], tasks: tuple[str, ...] | None = None,
+                  solvers: tuple[str, ...] | None = None, figures: bool = True) -> dict:
+    out = Path(out)
+    solvers = solvers or tuple(dict.fromkeys(r["solver"] for r in records))
+    summary = summarize(records, tasks, solvers)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    figures = write_figures(out, summary, records, solvers) if figures else []
+    md = markdown(summary, records, solvers) + "\n### Figures\n\n" + "".join(f"- figures/{f}\n" for f in figures)
+    atomic_write_text(out / "summary.md", md)
+    return summary

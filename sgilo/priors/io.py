@@ -1,0 +1,65 @@
+"""Saving and loading SGILO latent priors (Daras et al. 2022) in our checkpoint format (`sgilo.checkpoints`, kind
+'prior'): ``NAME.safetensors`` holds the network weights and the normalisation statistics, ``NAME.json`` the network
+config, the SDE and the split layer. Bundled priors for the bundled generator resolve by name: "z" → prior_z,
+"h1" → prior_h1, ... under ``sgilo/models/utkface64/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from sgilo.checkpoints import load_model, load_state_dict_strict, model_paths, save_model
+from sgilo.priors.scaling import LatentScaler
+from sgilo.priors.score import LatentPrior
+from sgilo.priors.score_net import LatentScoreNet, ScoreNetConfig
+from sgilo.priors.sde import VPSDE
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models" / "utkface64"
+_BUNDLED_NAME = re.compile(r"^(z|h\d+)$")
+
+
+# ----------------------------------------------------------------------------
+# Resolve a bundled name ("z", "h1", ...) or a path to the model stem.
+
+
+def resolve_prior(name_or_path: str | os.PathLike) -> Path:
+    name = str(name_or_path)
+    if _BUNDLED_NAME.match(name):
+        stem = MODELS_DIR / f"prior_{name}"
+        st, js = model_paths(stem)
+        if not (st.is_file() and js.is_file()):
+            raise FileNotFoundError(f"bundled prior {name!r} is not in this checkout (expected {st} and {js})")
+        return stem
+    return Path(name)
+
+
+# ----------------------------------------------------------------------------
+# Write a prior; ``dtype=torch.float16`` halves the size (parameters only; statistics and buffers stay fp32).
+
+
+def save_prior(path: str | os.PathLike, prior: LatentPrior, dtype: torch.dtype | None = None,
+               extra: dict | None = None) -> tuple[Path, Path]:
+    params = {f"net.{k}" for k, _ in prior.net.named_parameters()}
+    sd = {k: (v.to(dtype) if dtype is not None and k in params else v) for k, v in prior.state_dict().items()}
+    config = {"net": prior.net.cfg.to_dict(), "sde": prior.sde.to_dict(), "scaler_mode": prior.scaler.mode,
+              "layer": prior.layer}
+    return save_model(path, "prior", config, sd, extra=extra)
+
+
+# ----------------------------------------------------------------------------
+# Read a prior (strict), in eval mode with frozen weights.
+
+
+def load_prior(name_or_path: str | os.PathLike, device: torch.device | str | None = None) -> LatentPrior:
+    path = resolve_prior(name_or_path)
+    config, sd, _ = load_model(path, "prior")
+    net = LatentScoreNet(ScoreNetConfig(**config["net"]))
+    scaler = LatentScaler(net.cfg.latent_shape, config["scaler_mode"])
+    prior = LatentPrior(net, VPSDE(**config["sde"]), scaler, layer=int(config["layer"]))
+    load_state_dict_strict(prior, sd, str(path))
+    prior = prior.eval().requires_grad_(False)
+    return prior.to(device) if device is not None else prior

@@ -1,0 +1,157 @@
+"""Latent priors with a score ∇_x log p_t(x): the learned `LatentPrior` of SGILO (Daras et al., ICML 2022, §4) and the
+analytic `GaussianScore` used in tests.
+
+`eps_to_score` is the ONE adapter from an ε-prediction network to a score (Song et al. 2021, App. C; Ho et al. 2020):
+for x_t = α(t) x_0 + σ(t) ε, ∇ log p_t(x_t) = −E[ε | x_t] / σ(t), so s_θ = −ε_θ / σ(t).
+
+Units. A `LatentPrior` diffuses *normalised* latents u = (x − shift)/scale (`sgilo.priors.scaling`); its p_t on raw
+latents is the law of x_t = shift + scale·u_t, so ∇_x log p_t(x) = ∇_u log p_t(u) / scale. Callers always pass and get
+raw latents; samplers run in u-space inside `sample`/`hot_start`/`denoise`. A `GaussianScore` diffuses raw units
+directly: p_t = N(α mean, α² var + σ²).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sgilo.priors import samplers
+from sgilo.priors.scaling import LatentScaler
+from sgilo.priors.score_net import LatentScoreNet
+from sgilo.priors.sde import VPSDE, as_time
+from sgilo.utils.shapes import append_dims, assert_shape
+
+
+# ----------------------------------------------------------------------------
+# s_θ(x, t) = −ε_θ(x, t) / σ(t): the single network→score adapter.
+
+
+def eps_to_score(eps_hat: Tensor, sigma: Tensor) -> Tensor:
+    """Shapes: eps_hat [B, ...], sigma [B] → score [B, ...]."""
+    return -eps_hat / append_dims(sigma.to(eps_hat.dtype), eps_hat.ndim)
+
+
+# ----------------------------------------------------------------------------
+# The learned prior: network + VP-SDE + normalisation statistics.
+
+
+class LatentPrior(nn.Module):
+    """Score-based prior over z ([B, L, D], kind 'z', layer 0) or h_k ([B, C, r, r], kind 'h', layer k).
+
+    Args:
+        net: ε-prediction network on normalised latents.
+        sde: the VP-SDE it was trained with.
+        scaler: normalisation statistics of the training latents.
+        layer: split layer k of the generator the h-prior belongs to (0 for z).
+    """
+
+    def __init__(self, net: LatentScoreNet, sde: VPSDE, scaler: LatentScaler, layer: int = 0) -> None:
+        super().__init__()
+        if tuple(scaler.latent_shape) != net.cfg.latent_shape:
+            raise ValueError(f"scaler shape {scaler.latent_shape} does not match network shape {net.cfg.latent_shape}")
+        if (net.cfg.kind == "z") != (layer == 0):
+            need = "0" if net.cfg.kind == "z" else ">= 1"
+            raise ValueError(f"a '{net.cfg.kind}' prior needs layer {need}, got {layer}")
+        self.net, self.sde, self.scaler = net, sde, scaler
+        self.kind: str = net.cfg.kind
+        self.layer: int = int(layer)
+        self.latent_shape: tuple = net.cfg.latent_shape
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, layer={self.layer}, latent_shape={self.latent_shape}, sde={self.sde}"
+
+    def _check(self, x: Tensor) -> None:
+        assert_shape(x, [None, *self.latent_shape], f"{self.kind}-prior input")
+
+    # ε_θ(u, t) on normalised latents.
+    def eps(self, u: Tensor, t: float | Tensor) -> Tensor:
+        tt = as_time(t, u.shape[0], u.device).to(u.dtype)
+        return self.net(u, tt)
+
+    # ∇_u log p_t(u) on normalised latents (diffusion space of the samplers).
+    def score_normalized(self, u: Tensor, t: float | Tensor) -> Tensor:
+        sigma = self.sde.marginal_std(as_time(t, u.shape[0], u.device))
+        return eps_to_score(self.eps(u, t), sigma)
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """∇_x log p_t(x) in raw latent units = ∇_u log p_t(u) / scale. Shapes: x [B, *latent_shape] → same."""
+        self._check(x)
+        return self.score_normalized(self.scaler.normalize(x), t) / self.scaler.scale
+
+    @torch.no_grad()
+    def denoise(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """Tweedie's estimate E[x_0 | x_t] = (u + σ² s)/α mapped back to raw units. Shapes: x [B, ...] → same."""
+        self._check(x)
+        u = self.scaler.normalize(x)
+        tt = as_time(t, u.shape[0], u.device)
+        sigma, alpha = self.sde.marginal_std(tt).to(u.dtype), self.sde.log_alpha(tt).exp().to(u.dtype)
+        u0 = (u + append_dims(sigma.square(), u.ndim) * self.score_normalized(u, tt)) / append_dims(alpha, u.ndim)
+        return self.scaler.denormalize(u0)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None, device: torch.device | str,
+               method: str = "pc", **kwargs) -> Tensor:
+        """Draw n latents [n, *latent_shape] (raw units): PC sampler ('pc') or probability-flow ODE ('ode')."""
+        shape = (n, *self.latent_shape)
+        if method == "pc":
+            u = samplers.pc_sample(self.score_normalized, self.sde, shape, generator=generator, device=device, **kwargs)
+        elif method == "ode":
+            u = samplers.ode_sample(self.score_normalized, self.sde, shape, generator=generator, device=device,
+                                    **kwargs)
+        else:
+            raise ValueError(f"sampling method must be 'pc' or 'ode', got {method!r}")
+        return self.scaler.denormalize(u)
+
+    @torch.no_grad()
+    def hot_start(self, x: Tensor, generator: torch.Generator | None = None, **kwargs) -> Tensor:
+        """Naturalise a given latent with a few reverse steps at small t (`samplers.hot_start`); raw units."""
+        self._check(x)
+        u = samplers.hot_start(self.score_normalized, self.sde, self.scaler.normalize(x), generator=generator, **kwargs)
+        return self.scaler.denormalize(u)
+
+
+# ----------------------------------------------------------------------------
+# Analytic VP-diffused Gaussian prior N(mean, diag(var)): p_t = N(α mean, α² var + σ²).
+
+
+class GaussianScore(nn.Module):
+    """Exact score of a diagonal Gaussian data distribution diffused by the VP-SDE (tests and baselines).
+
+    Shapes: mean, var broadcastable to the latent shape (scalars allowed); x [B, ...].
+    """
+
+    def __init__(self, mean: Tensor | float, var: Tensor | float, sde: VPSDE | None = None, kind: str = "z",
+                 layer: int = 0) -> None:
+        super().__init__()
+        mean, var = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(var, dtype=torch.float32)
+        if (var <= 0).any():
+            raise ValueError("GaussianScore variance must be positive everywhere")
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("var", var.clone())
+        self.sde = sde or VPSDE()
+        self.kind, self.layer = kind, layer
+        self.latent_shape = tuple(torch.broadcast_shapes(mean.shape, var.shape))
+
+    def mean_var(self, t: float | Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of p_t broadcast against x."""
+        tt = as_time(t, x.shape[0], x.device)
+        alpha = append_dims(self.sde.log_alpha(tt).exp().to(x.dtype), x.ndim)
+        sigma = append_dims(self.sde.marginal_std(tt).to(x.dtype), x.ndim)
+        return alpha * self.mean, alpha.square() * self.var + sigma.square()
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """∇_x log p_t(x) = −(x − α mean) / (α² var + σ²)."""
+        m, v = self.mean_var(t, x)
+        return -(x - m) / v
+
+    score_normalized = score  # diffusion space = raw units
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None, device: torch.device | str,
+               method: str = "pc", **kwargs) -> Tensor:
+        fn = {"pc": samplers.pc_sample, "ode": samplers.ode_sample}[method]
+        return fn(self.score, self.sde, (n, *self.latent_shape), generator=generator, device=device, **kwargs)
+
+    @torch.no_grad()
+    def hot_start(self, x: Tensor, generator: torch.Generator | None = None, **kwargs) -> Tensor:
+        return samplers.hot_start(self.score, self.sde, x, generator=generator, **kwargs)

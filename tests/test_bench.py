@@ -1,0 +1,161 @@
+"""Benchmark: presets, t-interval aggregation, resumable grid runner on a tiny generator, 2-process == 1-process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+
+import sgilo.bench.run as bench_run
+from conftest import make_tiny_generator
+from sgilo.bench.presets import TASK_GROUPS, expand_tasks, preset_params
+from sgilo.bench.run import BenchConfig, measure_images, run_bench
+from sgilo.bench.summary import sgilo_verdict, summarize, t_interval
+from sgilo.bench.tasks import make_operator, task_params
+from sgilo.generator import fit_gaussianized_w, save_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_zip(path: Path, res: int = 32, n_train: int = 3, n_test: int = 3) -> Path:
+    """Dataset zip in the StyleGAN layout (dataset.json with splits) of smooth random colour images."""
+    rng = np.random.default_rng(0)
+    entries = []
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(n_train + n_test):
+            split = "train" if i < n_train else "test"
+            img = Image.fromarray(rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)).resize((res, res), Image.BILINEAR)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            z.writestr(f"{split}/{i:03d}.png", buf.getvalue())
+            entries.append({"file": f"{split}/{i:03d}.png", "split": split})
+        z.writestr("dataset.json", json.dumps({"images": entries}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    G = make_tiny_generator(32)
+    fit = fit_gaussianized_w(G.mapping, 2000, generator=torch.Generator().manual_seed(0))
+    return root, make_zip(root / "data.zip"), (G, fit, {})
+
+
+def test_presets_resolve_to_operators():
+    assert len(TASK_GROUPS["main"]) == 12 and len(TASK_GROUPS["csgm-protocol"]) == 9
+    assert expand_tasks("sparse,inpaint-random-3") == TASK_GROUPS["sparse"]
+    assert preset_params("inpaint-box", (3, 64, 64))["box"] == (16, 16, 48, 48)       # centre 32×32 of 64×64
+    for m in (20, 10000):                                                            # CSGM protocol, n = 12288
+        p = task_params("cs-gaussian", (3, 64, 64), 0, **preset_params(f"csgm-m{m}", (3, 64, 64)))
+        assert p["m"] == m and p["sigma"] == 0.01
+    assert task_params("denoise", (3, 64, 64), 0, **preset_params("denoise-0.2", (3, 64, 64)))["sigma"] == 0.2
+    with pytest.raises(ValueError, match="m = 5000"):
+        preset_params("csgm-m5000", (3, 32, 32))
+    with pytest.raises(ValueError, match="unknown task preset"):
+        expand_tasks("inpaint-nothing")
+
+
+def test_t_interval_and_verdict():
+    v = [1.0, 2.0, 4.0, 7.0]
+    s = t_interval(v + [float("inf")])
+    half = stats.t.ppf(0.975, 3) * np.std(v, ddof=1) / 2
+    assert s["n"] == 4 and s["mean"] == pytest.approx(3.5) and s["ci95"] == pytest.approx(half)
+    assert t_interval([2.0]) == {"mean": 2.0, "ci95": None, "n": 1}
+    recs = [{"task": "t", "solver": sol, "seed": 0, "image": i, "seconds": 1.0,
+             "metrics": {"psnr": base + 0.1 * i}} for sol, base in (("csgm", 10.0), ("sgilo", 20.0)) for i in range(3)]
+    summary = summarize(recs)
+    assert summary["t"]["sgilo"]["psnr"]["mean"] == pytest.approx(20.1) and summary["t"]["csgm"]["seconds"]["n"] == 3
+    assert sgilo_verdict(summary["t"]) == "yes (intervals disjoint)"
+    summary["t"]["csgm"]["psnr"]["mean"] = 25.0
+    assert sgilo_verdict(summary["t"]) == "no"
+
+
+def test_measurements_do_not_depend_on_batching():
+    op = make_operator("denoise", (3, 8, 8), 0, sigma=0.1)
+    x = torch.rand(4, 3, 8, 8)
+    whole = measure_images(op, x, 3, "denoise-0.2", [0, 1, 2, 3])
+    parts = torch.cat([measure_images(op, x[:1], 3, "denoise-0.2", [0]), measure_images(op, x[1:], 3, "denoise-0.2",
+                                                                                         [1, 2, 3])])
+    assert torch.equal(whole, parts) and not torch.equal(whole[0] - x[0], whole[1] - x[1])
+
+
+def test_run_is_batched_resumable_and_summarised(tiny, monkeypatch):
+    root, data, models = tiny
+    out = root / "run"
+    cfg = BenchConfig(data=str(data), out=str(out), tasks=("inpaint-random-10",), solvers=("csgm", "lasso-dct"),
+                      n_images=3, preset="smoke", batch=2, n_show=2, progress=False)
+    calls = []
+    real = bench_run.run_solver
+    monkeypatch.setattr(bench_run, "run_solver",
+                        lambda name, y, *a: calls.append((name, y.shape[0])) or real(name, y, *a))
+    recs = run_bench(cfg, "cpu", models=models)
+    assert sorted(calls) == [("csgm", 1), ("csgm", 2), ("lasso-dct", 1), ("lasso-dct", 2)]   # chunks of 2 images
+    assert len(recs) == 6 and len((out / "results.jsonl").read_text().splitlines()) == 6
+    rec = recs[0]
+    assert {"psnr", "ssim", "mse", "residual"} <= set(rec["metrics"]) and rec["seconds"] > 0
+    assert rec["params"]["observed"] == 0.1 and rec["n_measurements"] == 3 * 32 * 32
+    assert all(r["lam"] in (1e-3, 1e-2) for r in recs if r["solver"] == "lasso-dct")          # smoke λ grid
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inpaint-random-10"]["csgm"]["psnr"]["n"] == 3
+    assert "| inpaint-random-10 | 3 |" in (out / "summary.md").read_text()
+    assert (out / "figures" / "sheet_inpaint-random-10.png").is_file()
+    # Restart: nothing left to do.
+    calls.clear()
+    assert run_bench(cfg, "cpu", models=models) == recs and calls == []
+    # Lose one cell (as after a kill): only its chunk is re-run, and the result is identical.
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    again = run_bench(cfg, "cpu", models=models)
+    assert calls == [("lasso-dct", 1)]
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in recs]
+    with pytest.raises(ValueError, match="different preset"):
+        run_bench(BenchConfig(**{**cfg.__dict__, "preset": "quick"}), "cpu", models=models)
+
+
+def test_sgilo_cells_carry_sampler_metrics(tiny):
+    root, data, models = tiny
+    cfg = BenchConfig(data=str(data), out=str(root / "sgilo"), tasks=("inpaint-box",), solvers=("sgilo",),
+                      n_images=2, preset="smoke", progress=False)
+    recs = run_bench(cfg, "cpu", models=models)
+    assert {"coverage50", "coverage90", "diversity", "psnr_sample"} <= set(recs[0]["metrics"])
+    assert (root / "sgilo" / "figures" / "uncertainty_inpaint-box_sgilo.png").is_file()
+
+
+def _strip_seconds(summary: dict) -> dict:
+    return {t: {s: {m: v for m, v in ms.items() if m != "seconds"} for s, ms in row.items()}
+            for t, row in summary.items()}
+
+
+def test_two_processes_give_the_one_process_summary(tiny):
+    root, data, (G, fit, _) = tiny
+    model = root / "tiny_generator"
+    save_generator(model, G, gaussian_fit=fit)
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun, "torchrun not found next to the Python interpreter"
+    args = ["-m", "sgilo", "bench", "--data", str(data), "--tasks", "inpaint-random-10", "--solvers", "csgm",
+            "--preset", "smoke", "--n-images", "2", "--batch", "1", "--model", str(model), "--prior", "none",
+            "--device", "cpu", "--no-figures"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = BenchConfig(data=str(data), out=str(root / "one"), tasks=("inpaint-random-10",), solvers=("csgm",),
+                      n_images=2, preset="smoke", model=str(model), priors=("none",), batch=1, figures=False,
+                      progress=False)
+    run_bench(one, "cpu")                                         # 1 process, in-process (same library path)
+    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", *args, "--out",
+                          str(root / "two")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert two.returncode == 0, two.stderr[-2000:]
+    s1 = json.loads((root / "one" / "summary.json").read_text())
+    s2 = json.loads((root / "two" / "summary.json").read_text())
+    assert s1["inpaint-random-10"]["csgm"]["psnr"]["n"] == 2
+    assert _strip_seconds(s1) == _strip_seconds(s2)
+    assert not list((root / "two" / "parts").glob("*.jsonl"))                      # merged into results.jsonl

@@ -1,0 +1,52 @@
+"""bench-speed: the SGILO step split (generator / score / other), FLOP counts, conv peak, bf16 and naive timings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import make_tiny_generator
+from sgilo.bench.speed import QUICK, BUNDLED_ARCH, SpeedConfig, conv_peak, headline, random_prior, run_speed
+from sgilo.generator import GeneratorConfig, fit_gaussianized_w, h_shape
+
+
+def test_bench_speed_on_a_tiny_generator(tmp_path):
+    G = make_tiny_generator(32)
+    fit = fit_gaussianized_w(G.mapping, 1000, generator=torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    priors = {"z": random_prior((G.synthesis.num_ws, G.synthesis.w_dim), 0, cpu),
+              "h1": random_prior(tuple(h_shape(G.synthesis, 1)), 1, cpu)}
+    cfg = SpeedConfig(batches=(1, 2), chains=(2,), steps=1, warmup=0, conv_shapes=((2, 16, 8),))
+    rep = run_speed(cfg, tmp_path, "cpu", models=(G, fit, priors))
+    assert len(rep["rows"]) == 4 and {r["dtype"] for r in rep["rows"]} == {"fp32", "bf16"}
+    for r in rep["rows"]:
+        parts = r["generator_s"] + r["score_s"] + r["other_s"]
+        assert r["seconds_per_step"] == pytest.approx(parts) and 0 < r["generator_score_share"] <= 1
+        assert r["flops_per_step"] > 0 and r["fraction_of_peak"] > 0
+        assert ("naive_over_ours" in r) == (r["dtype"] == "fp32")
+    # FLOPs grow with the number of rows N = B·K (same setting otherwise).
+    fp32 = [r for r in rep["rows"] if r["dtype"] == "fp32"]
+    assert fp32[1]["flops_per_step"] > 1.5 * fp32[0]["flops_per_step"]
+    assert json.loads((tmp_path / "speed.json").read_text())["headline"] == rep["headline"]
+    assert "| 2 | 2 | bf16 |" in (tmp_path / "speed.md").read_text()
+    assert not any(p.requires_grad for p in G.parameters())                        # the naive copy left G frozen
+
+
+def test_conv_peak_and_headline():
+    p = conv_peak(((1, 8, 8),), "fp32", torch.device("cpu"), reps=1)
+    assert p["flops_per_s"] > 0 and p["shape"] == [1, 8, 8]
+    rows = [{"batch": 1, "chains": 1, "dtype": d, "seconds_per_step": s, "generator_score_share": g}
+            for d, s, g in (("fp32", 2.0, 0.9), ("bf16", 1.0, 0.85))]
+    rows[0]["naive_over_ours"] = 3.0
+    h = headline(rows)
+    assert h["median_bf16_speedup"] == 2.0 and h["min_generator_score_share"] == 0.85
+    assert h["median_naive_over_ours"] == 3.0
+
+
+def test_bundled_architecture_and_quick_preset():
+    cfg = GeneratorConfig(**BUNDLED_ARCH)
+    assert cfg.num_ws == 10 and cfg.z_dim == cfg.w_dim == 256
+    assert QUICK.batches == (1, 8) and QUICK.chains == (1, 4)
+    assert SpeedConfig().batches == (1, 8, 32) and SpeedConfig().chains == (1, 4, 16)
