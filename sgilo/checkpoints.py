@@ -24,6 +24,16 @@ FORMAT_VERSION = 1
 
 
 # ----------------------------------------------------------------------------
+# The process umask (read without changing it for longer than one call).
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ----------------------------------------------------------------------------
 # Atomic write: a temporary file in the same folder, fsync, then rename.
 
 
@@ -37,6 +47,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
         write_fn(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

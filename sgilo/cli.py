@@ -18,6 +18,8 @@ class SgiloGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own control flow (--help, usage errors) keeps its behaviour
         except (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError, OSError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             click.echo(f"sgilo: error: {msg}", err=True)
@@ -34,6 +36,230 @@ def main() -> None:
 # ----------------------------------------------------------------------------
 # Commands (each ≤ 30 lines; bodies live in the library).
 # [commands are inserted below this line]
+# Theory experiments with random ReLU generators (issue 7): field, escape, mixing, concentration.
+@main.command("theory")
+@click.argument("name", type=click.Choice(["field", "escape", "mixing", "concentration", "all"]))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for NAME.json and NAME.png.")
+@click.option("--quick", is_flag=True, help="Small sizes (seconds), for smoke tests.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed of every experiment.")
+def theory_cmd(name: str, out: str, quick: bool, seed: int) -> None:
+    """Random-ReLU-generator Langevin experiments; e.g. `sgilo theory all --out runs/theory`."""
+    from sgilo.theory.experiments import run_theory
+
+    for n, res in run_theory(name, out, quick=quick, seed=seed).items():
+        click.echo(f"{n}: {out}/{n}.json, {out}/{n}.png ({res['wall_seconds']} s)")
+
+
+@main.command("bench")
+@click.option("--data", required=True, type=click.Path(), help="Dataset zip/folder with train/ and test/ splits.")
+@click.option("--split", default="test", show_default=True, help="Evaluation split (tuning only ever uses train/).")
+@click.option("--tasks", default="main", show_default=True,
+              help="Task presets or groups (main, sparse, csgm-protocol, quick, all).")
+@click.option("--solvers", default="csgm,ilo,sgilo", show_default=True,
+              help="Comma list of csgm, ilo, sgilo, lasso-dct, lasso-wavelet.")
+@click.option("--n-images", default=None, type=int, help="Images of the split [default: the preset's].")
+@click.option("--seeds", default=1, show_default=True, help="Seeds 0..S-1 per cell.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (resumable).")
+@click.option("--quick", is_flag=True,
+              help="Preset 'quick': 8 images, the 'quick' tasks unless --tasks is given, fewer steps.")
+@click.option("--preset", default=None, help="Solver preset: default, quick or smoke (overrides --quick).")
+@click.option("--model", default="default", show_default=True, help="Generator name or path.")
+@click.option("--prior", "priors", multiple=True, default=("default",), show_default=True,
+              help="'default', 'none' or a prior path (repeatable).")
+@click.option("--batch", default=None, type=int, help="Images per solver call [default: the preset's].")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--no-figures", is_flag=True, help="Skip figures/ (summary.json and summary.md are always written).")
+def bench_cmd(data, split, tasks, solvers, n_images, seeds, out, quick, preset, model, priors, batch, device,
+              no_figures):
+    """Benchmark grid over (image, task, solver, seed). Example:
+    torchrun --nproc-per-node 2 -m sgilo bench --data ../shared/data/utkface64.zip --quick --out runs/bench"""
+    import torch
+
+    from sgilo.bench.presets import expand_tasks
+    from sgilo.bench.run import BenchConfig, run_bench
+    ctx = click.get_current_context()
+    tasks = "quick" if quick and ctx.get_parameter_source("tasks").name == "DEFAULT" else tasks
+    cfg = BenchConfig(data=data, out=out, split=split, tasks=expand_tasks(tasks), solvers=tuple(solvers.split(",")),
+                      n_images=n_images, seeds=seeds, preset=preset or ("quick" if quick else "default"), model=model,
+                      priors=tuple(priors), batch=batch, figures=not no_figures)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    records = run_bench(cfg, device)
+    if records is not None:
+        click.echo(f"{len(records)} cells -> {out}/results.jsonl, summary.json, summary.md, figures/")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+@main.command("bench-speed")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (speed.json, speed.md).")
+@click.option("--quick", is_flag=True, help="B in {1, 8}, K in {1, 4}, 2 timed steps: about 1-2 minutes on a CPU.")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--steps", default=None, type=int, help="Timed steps per setting [default: 5, quick 2].")
+def bench_speed_cmd(out, quick, device, steps):
+    """Seconds per SGILO step (generator / score / other), FLOP/s against a conv peak measured in the same run,
+    fp32 vs bf16, naive/ours. Example: sgilo bench-speed --quick --out runs/speed"""
+    import dataclasses
+
+    import torch
+
+    from sgilo.bench.speed import QUICK, SpeedConfig, run_speed
+    cfg = QUICK if quick else SpeedConfig()
+    cfg = dataclasses.replace(cfg, steps=steps) if steps else cfg
+    rep = run_speed(cfg, out, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    click.echo(f"{rep['generator']}\n" + "\n".join(f"{k}: {v:.3f}" for k, v in rep["headline"].items()))
+
+
+# ----------------------------------------------------------------------------
+# sgilo solve / sgilo demo (issue 6; bodies in sgilo.solvers.solve_cli and sgilo.solvers.demo).
+
+try:  # task presets and their shared options (sgilo.bench.tasks)
+    from sgilo.bench.tasks import task_options as _solve_task_options
+except ImportError:  # pragma: no cover - before the operators issue lands
+    def _solve_task_options(f):
+        return f
+
+
+@main.command("solve")
+@click.option("--image", required=True, help="Ground-truth image (PNG/JPEG); it is measured with the task operator.")
+@_solve_task_options
+@click.option("--solver", type=click.Choice(["csgm", "ilo", "sgilo"]), default="sgilo", show_default=True)
+@click.option("--samples", type=int, default=None, help="K chains (sgilo) / restarts (csgm).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model", default="default", show_default=True, help="'default' or a generator path.")
+@click.option("--prior", default="default", show_default=True, help="'default', 'none' or a prior file/folder.")
+@click.option("--steps", default=None, help="Steps per round, e.g. 100,100,100.")
+@click.option("--eta", type=float, default=None, help="SGILO Langevin step size.")
+@click.option("--mode", type=click.Choice(["langevin", "reference"]), default=None)
+@click.option("--lpips-weights", default=None, help="Local LPIPS-VGG weights (.safetensors): lpips metric.")
+@click.option("--lpips-weight", type=float, default=None, help="Weight of LPIPS in the data term (needs the file).")
+@click.option("--geocross", type=float, default=None, help="GeoCross weight [default: the solver's].")
+@click.option("--init", default=None, help="Continue from a run folder / its latents.safetensors.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, lpips_weights, lpips_weight, geocross, init,
+              out, task, **task_kw):
+    """Reconstruct an image: sgilo solve --image face.png --task inpaint-random --observed 0.05 --out runs/x"""
+    from sgilo.bench.tasks import make_operator, task_params
+    from sgilo.solvers.solve_cli import make_config, solve_image
+    try:
+        steps_t = tuple(int(s) for s in steps.split(",")) if steps else None
+    except ValueError:
+        raise ValueError(f"--steps: expected comma-separated integers such as 100,100,100, got {steps!r}") from None
+    config = make_config(solver, samples, steps_t, seed, eta, mode, lpips_weight=lpips_weight, geocross=geocross)
+    info: dict = {}
+
+    def make_op(shape):
+        info.update(task_params(task, shape, seed, **task_kw))
+        return make_operator(task, shape, seed, **task_kw)
+    report = solve_image(image, make_op, solver, config, out, model, prior, info, seed, lpips_weights, init)
+    m = report["metrics"]["mean"]
+    click.echo(f"{solver}: psnr {m.get('psnr', float('nan')):.2f} dB, ssim {m.get('ssim', float('nan')):.3f}, "
+               f"residual {m['residual']:.4f}; wrote {out}/result.json")
+
+
+@main.command("demo")
+@click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_cmd(out, seed):
+    """Inpainting + super-resolution with CSGM, ILO and SGILO on bundled images: sgilo demo --out demo_out"""
+    from sgilo.solvers.demo import demo_notice, run_demo
+    notice = demo_notice()
+    if notice:
+        click.echo(notice)
+    run_demo(out, seed, progress=True, echo=click.echo)
+
+
+@main.command("make-latents")
+@click.option("--model", default="default", show_default=True, help="Generator: 'default' (bundled) or a model PATH.")
+@click.option("--kind", type=click.Choice(["synthetic", "inverted"]), default="synthetic", show_default=True,
+              help="synthetic: z ~ N(0, I) through the head (reference syn_ nets); inverted: ILO of --images.")
+@click.option("--layer", default=1, show_default=True, type=click.IntRange(min=0), help="Split layer k (0: z only).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Data set folder (shards + manifest).")
+@click.option("--n", default=20000, show_default=True, type=click.IntRange(min=1), help="Number of latents.")
+@click.option("--shard-size", default=1024, show_default=True, type=click.IntRange(min=1))
+@click.option("--images", default=None, type=click.Path(exists=True), help="Image folder/zip (train split), inverted.")
+@click.option("--ilo-steps", default="50,50,25,25", show_default=True, help="ILO Adam steps per round (inverted).")
+@click.option("--seed", default=0, show_default=True)
+def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, seed):
+    """Write a latent data set for score-prior training; re-running resumes (finished shards are kept).
+    Example: sgilo make-latents --kind synthetic --layer 2 --out ~/latents/h2 --n 20000"""
+    from sgilo.generator import load_generator
+    from sgilo.training.latents import make_latents
+    G, fit = load_generator(model)
+    imgs = None
+    if images is not None:
+        from sgilo.training.data import load_image_set, to_float
+        imgs = to_float(load_image_set(images, G.img_resolution, "train", limit=n))
+    steps = tuple(int(s) for s in ilo_steps.split(","))
+    path = make_latents(G, fit, out, kind, layer, n, shard_size, seed, str(model), imgs, steps)
+    click.echo(f"latents ({kind}, layer {layer}) -> {path}/manifest.json")
+
+
+@main.command("train-score")
+@click.option("--latents", required=True, type=click.Path(exists=True, file_okay=False), help="Latent data set folder.")
+@click.option("--target", type=click.Choice(["z", "h"]), default="z", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder; the prior is OUT/prior.*")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--steps", default=20000, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=3e-4, show_default=True, type=float)
+@click.option("--ema-decay", default=0.999, show_default=True, type=float)
+@click.option("--d-model", default=128, show_default=True)
+@click.option("--depth", default=4, show_default=True)
+@click.option("--heads", default=4, show_default=True)
+@click.option("--patch", default=1, show_default=True, help="h only: p×p patch tokens (e.g. 2 for 8×8 maps).")
+@click.option("--scaler", type=click.Choice(["standard", "minmax"]), default="standard", show_default=True)
+@click.option("--likelihood-weighting", is_flag=True, help="λ(t) = β(t) instead of the ε-loss.")
+@click.option("--ckpt-every", default=1000, show_default=True)
+@click.option("--ckpt-minutes", default=10.0, show_default=True)
+@click.option("--fp32-export", is_flag=True, help="Export fp32 weights (default fp16).")
+@click.option("--seed", default=0, show_default=True)
+def train_score_cmd(latents, target, out, resume, steps, batch, lr, ema_decay, d_model, depth, heads, patch, scaler,
+                    likelihood_weighting, ckpt_every, ckpt_minutes, fp32_export, seed):
+    """Train a latent score prior by denoising score matching (VP-SDE); works under torchrun. Example:
+    sgilo train-score --latents ~/latents/h2 --target h --out ~/runs/prior_h2 --steps 20000 --resume"""
+    from sgilo.training.ddp import cleanup
+    from sgilo.training.score import ScoreTrainConfig, train
+    cfg = ScoreTrainConfig(latents=latents, out=out, target=target, steps=steps, batch=batch, lr=lr,
+                           ema_decay=ema_decay, d_model=d_model, depth=depth, heads=heads, patch=patch, scaler=scaler,
+                           likelihood_weighting=likelihood_weighting, ckpt_every=ckpt_every,
+                           ckpt_minutes=ckpt_minutes, export_fp16=not fp32_export, seed=seed)
+    stem = train(cfg, resume=resume)
+    cleanup()
+    click.echo(f"prior -> {stem}.safetensors, {stem}.json")
+
+
+@main.command("sample")
+@click.option("--model", default="default", show_default=True, help="Generator: 'default' (bundled) or a model PATH.")
+@click.option("--prior", default=None, help="Latent prior: bundled name (z, h1, h2, ...) or PATH; none = G alone.")
+@click.option("--n", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--truncation", default=1.0, show_default=True, help="Truncation ψ (generator-only sampling).")
+@click.option("--naturalize", is_flag=True, help="Hot-start the all-ones z (or its h_k) and show before/after pairs.")
+@click.option("--steps", default=500, show_default=True, help="PC steps (prior sampling) or hot-start steps.")
+@click.option("--snr", default=0.05, show_default=True, help="Langevin corrector signal-to-noise ratio.")
+@click.option("--t-start", default=0.5, show_default=True, help="Hot-start time t (perturbed to t first).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False))
+def sample_cmd(model, prior, n, truncation, naturalize, steps, snr, t_start, seed, out):
+    """Draw an image grid from the generator, or from a latent prior decoded through the generator tail. Example:
+    sgilo sample --prior h2 --n 16 --out h2.png   |   sgilo sample --prior z --naturalize --n 8"""
+    import torch
+
+    from sgilo.generator import load_generator
+    from sgilo.priors import load_prior
+    from sgilo.priors.decode import naturalize_pairs, sample_images
+    from sgilo.utils.images import save_image_grid
+    G, fit = load_generator(model)
+    gen = torch.Generator().manual_seed(seed)
+    if prior is None:
+        imgs = G(torch.randn([n, G.z_dim], generator=gen), truncation_psi=truncation)
+    elif naturalize:
+        before, after = naturalize_pairs(G, fit, load_prior(prior), n, gen, t=t_start, n_steps=steps, snr=snr,
+                                         perturb=True)
+        imgs = torch.stack([before, after], 1).flatten(0, 1)                     # [2n, C, H, W] pairs
+    else:
+        imgs = sample_images(G, fit, load_prior(prior), n, gen, n_steps=steps, snr=snr)
+    save_image_grid(imgs, out, nrow=8 if not naturalize else 2 * min(4, n))
+    click.echo(f"{imgs.shape[0]} images -> {out}")
 
 
 @main.command("convert")
@@ -53,8 +279,9 @@ def convert_cmd(src, dst, fmt, fit, fit_samples, seed):
     from sgilo.generator.convert import convert_checkpoint
     info = convert_checkpoint(src, dst, fmt=fmt, fit_samples=fit_samples if fit else 0,
                               generator=torch.Generator().manual_seed(seed))
-    click.echo(f"converted {info['file']} ({info['format']}, {info['resolution']}px, {info['parameters']:,} parameters, "
-               f"Gaussianised-w+ fit: {'yes' if info['gaussian_fit'] else 'no'}) -> {info['safetensors']}, {info['json']}")
+    fit_msg = "yes" if info["gaussian_fit"] else "no"
+    click.echo(f"converted {info['file']} ({info['format']}, {info['resolution']}px, {info['parameters']:,} "
+               f"parameters, Gaussianised-w+ fit: {fit_msg}) -> {info['safetensors']}, {info['json']}")
 
 
 @main.command("train-generator")

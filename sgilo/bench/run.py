@@ -2,12 +2,12 @@
 2017) and the Lasso baselines of the CSGM paper, over (image, task, solver, seed) cells of a held-out split.
 
 * Batched: the images of a task are cut into fixed chunks of `batch` images (one solver call per chunk).
-* Reproducible: image i's measurement noise comes from its own generator seeded by (seed, task, i); a chunk's solver
-  seed is derived from (seed, task, first image of the chunk). The solvers key their per-row random streams by
-  position inside the batch (`sgilo.solvers.rng`), so results are independent of the number of ranks and of restarts
-  (chunks never change), but they do depend on `batch`; `batch` is therefore part of the run's fixed configuration.
+* Reproducible, "a seed per sample": image i's measurement noise comes from its own generator seeded by
+  (seed, task, i), and the solvers get one seed per image, `image_seed(seed, task, i)`, so chain c of image i draws from
+  the stream (image seed, c) (`sgilo.solvers.rng`). Results are therefore identical for any `--batch`, any number of
+  ranks and any restart; `batch` may change between resumes of the same folder.
 * Resumable: every finished cell is appended to `parts/rank{r}.jsonl`; a restart skips cells found there or in
-  `results.jsonl`. A changed preset, model, prior set or batch in the same folder is refused.
+  `results.jsonl`. A changed preset, model, prior set or seeding scheme in the same folder is refused.
 * Distributed: under `torchrun`, chunk×solver units are dealt round-robin to the ranks; rank 0 waits for every rank's
   done marker (file based, so no collective time-out on long runs), merges into `results.jsonl` and writes the summary.
 """
@@ -38,7 +38,8 @@ from sgilo.solvers.rng import row_seed
 from sgilo.utils.images import measurement_to_image, to_uint8
 
 KEY = ("task", "solver", "seed", "image")
-FIXED = ("preset", "model", "priors", "batch", "split", "solver_configs")
+FIXED = ("preset", "model", "priors", "split", "solver_configs", "seeding")
+SEEDING = "per-image-v1"                 # recorded in config.json: folders made with batch-position seeding are refused
 
 
 # ----------------------------------------------------------------------------
@@ -124,10 +125,21 @@ def measure_images(operator, x: Tensor, seed: int, task: str, indices: list[int]
 
 
 # ----------------------------------------------------------------------------
+# The solver seed of image i for (bench seed, task): depends on nothing else (not on the chunk or the rank).
+
+
+def image_seed(seed: int, task: str, i: int) -> int:
+    return row_seed(seed, stable_id(f"{task}/solver"), i) % 2**62
+
+
+# ----------------------------------------------------------------------------
 # Run one solver on a chunk: (x̂ [B, C, H, W], samples [K, B, C, H, W] or None, per-image extras).
 
 
-def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: float | None):
+def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: float | None,
+               seeds: list[int] | None = None):
+    """``seed``: the chunk-independent (bench seed, task) seed (Lasso's power iteration, the config's base seed);
+    ``seeds``: one solver seed per image of y (the random streams of the generative solvers)."""
     from sgilo.solvers import csgm, ilo, sgilo
 
     G, fit, priors = models
@@ -137,11 +149,11 @@ def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: f
         return lasso_solve(y, operator, lam, config, generator=g), None, [{"lam": lam}] * B
     cfg = replace(config, seed=seed)
     if name == "csgm":
-        r = csgm.solve(y, operator, G, fit, config=cfg)
+        r = csgm.solve(y, operator, G, fit, config=cfg, seeds=seeds)
     elif name == "ilo":
-        r = ilo.solve(y, operator, G, fit, config=cfg)
+        r = ilo.solve(y, operator, G, fit, config=cfg, seeds=seeds)
     else:
-        r = sgilo.solve(y, operator, G, fit, priors=priors, config=cfg)
+        r = sgilo.solve(y, operator, G, fit, priors=priors, config=cfg, seeds=seeds)
     extras = [{"stopped": r.diagnostics.get("stopped")} for _ in range(B)]
     rhat = r.diagnostics.get("rhat") or {}
     for b in range(B):
@@ -288,7 +300,7 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
     params = {t: task_params(TASK_PRESETS[t].task, shape, 0, **preset_params(t, shape)) for t in cfg.tasks}
     info = {**asdict(cfg), "batch": batch, "n_images": len(x_all), "world_size": world, "device": str(device),
             "solver_configs": {s: repr(c) for s, c in configs.items()}, "tuning": preset["tuning"],
-            "task_params": params, "tasks": list(cfg.tasks), "priors": sorted(models[2])}
+            "task_params": params, "tasks": list(cfg.tasks), "priors": sorted(models[2]), "seeding": SEEDING}
     out.mkdir(parents=True, exist_ok=True)
     check_run_config(out, info, write=rank == 0)                         # every rank refuses a mismatched folder
     parts = out / "parts"
@@ -342,8 +354,8 @@ def run_unit(cfg: BenchConfig, out: Path, task: str, seed: int, start: int, stop
                                                       torch.Generator(device=device).manual_seed(seed))[0]
         lam = cache.get((task, seed, solver), lam)
     t0 = time.perf_counter()
-    x_hat, samples, extras = run_solver(solver, y, operator, models, config,
-                                        row_seed(seed, stable_id(task), start) % 2**62, lam)
+    x_hat, samples, extras = run_solver(solver, y, operator, models, config, row_seed(seed, stable_id(task), 0) % 2**62,
+                                        lam, [image_seed(seed, task, i) for i in idx])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0

@@ -8,6 +8,7 @@ Reported ×10³ per level and averaged, as in ProGAN.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -65,7 +66,7 @@ def patch_descriptors(level: Tensor, patches_per_image: int, generator: torch.Ge
 # Sliced Wasserstein-1 between two equally sized point sets (mean over random unit directions).
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, directions: int = 512, repeats: int = 4,
+def sliced_wasserstein(a: Tensor, b: Tensor, directions: int = 128, repeats: int = 4,
                        generator: torch.Generator | None = None) -> float:
     if a.shape != b.shape:
         raise ValueError(f"sliced_wasserstein needs equal-size sets, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -73,9 +74,10 @@ def sliced_wasserstein(a: Tensor, b: Tensor, directions: int = 512, repeats: int
     for _ in range(repeats):
         dirs = torch.randn([a.shape[1], directions], generator=generator, dtype=a.dtype)
         dirs = dirs / dirs.norm(dim=0, keepdim=True)
-        pa, _ = torch.sort(a @ dirs, dim=0)
-        pb, _ = torch.sort(b @ dirs, dim=0)
-        total += float((pa - pb).abs().mean())
+        # Sort projections along rows of a [directions, N] array; numpy's sort is ~5x faster than torch's on CPU.
+        pa = np.sort((a @ dirs).t().contiguous().cpu().numpy(), axis=1)
+        pb = np.sort((b @ dirs).t().contiguous().cpu().numpy(), axis=1)
+        total += float(np.abs(pa - pb).mean())
     return total / repeats
 
 
@@ -84,7 +86,10 @@ def sliced_wasserstein(a: Tensor, b: Tensor, directions: int = 512, repeats: int
 
 
 def swd(images_a: Tensor, images_b: Tensor, patches_per_image: int = 128, min_res: int = 16, seed: int = 0) -> dict:
-    """Shapes: images_a, images_b [N, C, H, W] (same N). Returns {'levels': {res: swd×1e3}, 'mean': float}."""
+    """Shapes: images_a, images_b [N, C, H, W] (same N). Returns {'levels': {res: swd×1e3}, 'mean': float}.
+
+    ProGAN's settings: 128 patches of 7×7 per image and level, 4 repeats of 128 random directions.
+    """
     assert_shape(images_b, list(images_a.shape), "images_b")
     g = torch.Generator().manual_seed(seed)
     pa, pb = laplacian_pyramid(images_a.float(), min_res), laplacian_pyramid(images_b.float(), min_res)

@@ -4,12 +4,12 @@ Minimises f(G(w(z))) + (λ_z/2)‖z‖² over the Gaussianised w+ code z [B, L, 
 the whole generator with Adam at a constant learning rate (Bora et al. 2017, Eq. 2 with the ridge on z). With the
 likelihood f of `sgilo.solvers.objective` and λ_z = 1 this is the MAP estimate under the z ~ N(0, I) prior that the
 Gaussianisation is built for. R random restarts run as one batch; per image the restart with the lowest measurement
-loss f is kept (Bora et al. 2017, Sec. 6).
+loss f is kept (Bora et al. 2017, Sec. 6). Optional GeoCross on the w+ rows (PULSE; off by default, CSGM has none).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,9 +20,9 @@ from sgilo.generator.stylegan2 import Generator
 from sgilo.operators.base import LinearOperator
 from sgilo.solvers.ilo import adam_step_factory
 from sgilo.solvers.langevin import check_positive
-from sgilo.solvers.result import Result
-from sgilo.solvers.rounds import (Constraints, Iterate, check_steps, final_images, init_iterate, make_problem,
-                                  run_rounds, select_rows, traces)
+from sgilo.solvers.result import Latents, Result
+from sgilo.solvers.rounds import (Constraints, Iterate, add_penalties, check_steps, final_images, geocross_penalty,
+                                  init_iterate, make_problem, run_rounds, select_rows, start_iterate, traces)
 
 
 # ----------------------------------------------------------------------------
@@ -39,6 +39,7 @@ class CSGMConfig:
     project: bool = False             # Spherical projection of z rows / noise maps (PULSE-style; off in CSGM).
     sigma_min: float = 0.05           # Noise floor σ_min of the likelihood.
     lpips_weight: float = 0.0         # Optional LPIPS weight; needs `perceptual`.
+    geocross: float = 0.0             # GeoCross weight on w+ rows, relative to the MSE term (CSGM: none).
     seed: int = 0                     # Base seed of the per-row random streams.
     progress: bool = False            # tqdm bar.
     perceptual: Callable | None = field(default=None, compare=False, repr=False)
@@ -56,22 +57,27 @@ class CSGMConfig:
 
 
 def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None,
-          config: CSGMConfig = CSGMConfig(), generator: torch.Generator | None = None) -> Result:  # noqa: B008
+          config: CSGMConfig = CSGMConfig(), generator: torch.Generator | None = None,  # noqa: B008
+          seeds: Sequence[int] | None = None, init: Latents | None = None) -> Result:
     """CSGM reconstruction (point estimate, best of R restarts).
 
+    Args: seeds — one seed per image (restart r of image b then uses the stream (seeds[b], r), whatever the batch);
+    init — saved `Latents`; B saved rows are tiled over the R restarts (which are then identical: use R = 1).
     Shapes: y [B, ...]; returns Result with x_hat [B, C, H, W], z [B, L, D]; traces['data'] is [T, R, B].
     """
     c = config
     problem = make_problem(y, operator, G, fit, c.restarts, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
-                           c.lpips_weight)
+                           c.lpips_weight, seeds)
     check_steps((c.steps,), problem.synthesis)
     lookahead = problem.synthesis.num_blocks if c.optimize_noises else -1
-    penalty = (lambda it: 0.5 * c.ridge * it.z.flatten(1).square().sum(1)) if c.ridge > 0 else None
+    ridge = (lambda it: 0.5 * c.ridge * it.z.flatten(1).square().sum(1)) if c.ridge > 0 else None
+    penalty = add_penalties(ridge, geocross_penalty(problem, c.geocross))
 
     def make_step(it: Iterate, k: int):
         return adam_step_factory(problem, it, c.steps, lambda i: c.lr, Constraints.at(it, c.project), penalty)
 
-    it, seconds, stopped = run_rounds(problem, init_iterate(problem), (c.steps,), make_step, lookahead, True, "csgm",
+    start = init_iterate(problem) if init is None else start_iterate(problem, init, 1)
+    it, seconds, stopped = run_rounds(problem, start, (c.steps,), make_step, lookahead, True, "csgm",
                                       f"lower the learning rate lr (now {c.lr})")
     x, f, state = final_images(problem, it)
     R, B = c.restarts, problem.batch

@@ -6,12 +6,14 @@ noise maps onto their round-start radii (§1.7) and optional ℓ1-ball expansion
 with one radius per round (§1.10; off by default, as in ILO). Round k+1 starts from `advance` of the optimised state:
 the split is exact, so the image does not jump between rounds (the reference dropped the skip image, §1.3).
 The data term is the Gaussian likelihood of `sgilo.solvers.objective` (Adam is scale-invariant, so σ only matters
-relative to the optional LPIPS term). ILO used mse + LPIPS + GeoCross; GeoCross is not implemented here.
+relative to the optional LPIPS term). ILO used mse + LPIPS + GeoCross: GeoCross (weight 0.01, ILO's default) acts on
+the w+ rows read by blocks ≥ k in every round (`sgilo.solvers.rounds.geocross_penalty`); ILO's own slice hit the batch
+dimension, so it only acted in round 0 (§1.8, §7.5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,9 +23,9 @@ from sgilo.generator.latents import GaussianizedW
 from sgilo.generator.stylegan2 import Generator
 from sgilo.operators.base import LinearOperator
 from sgilo.solvers.langevin import check_positive
-from sgilo.solvers.result import Result
-from sgilo.solvers.rounds import (Constraints, Iterate, Problem, check_steps, final_images, init_iterate,
-                                  make_problem, render, run_rounds, traces)
+from sgilo.solvers.result import Latents, Result
+from sgilo.solvers.rounds import (Constraints, Iterate, Problem, check_steps, final_images, geocross_penalty,
+                                  init_iterate, make_problem, render, run_rounds, start_iterate, traces)
 from sgilo.solvers.schedules import ilo_lr, per_round
 
 
@@ -46,6 +48,7 @@ class ILOConfig:
     carry_skip: bool = True                     # Exact split (False reproduces the reference's dropped skip image).
     sigma_min: float = 0.05                     # Noise floor σ_min of the likelihood (ours; σ → 0 handled).
     lpips_weight: float = 0.0                   # LPIPS weight (ILO pe = 1); needs `perceptual`.
+    geocross: float = 0.01                      # GeoCross weight on w+ rows, relative to the MSE term (ILO: 0.01).
     seed: int = 0                               # Base seed of the per-row random streams.
     progress: bool = False                      # tqdm bar per round.
     perceptual: Callable | None = field(default=None, compare=False, repr=False)  # LPIPS(x, y) -> [B], local weights.
@@ -88,22 +91,28 @@ def adam_step_factory(problem: Problem, it: Iterate, steps: int, lr: Callable[[i
 
 
 def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None,
-          config: ILOConfig = ILOConfig(), generator: torch.Generator | None = None) -> Result:  # noqa: B008
+          config: ILOConfig = ILOConfig(), generator: torch.Generator | None = None,  # noqa: B008
+          seeds: Sequence[int] | None = None, init: Latents | None = None) -> Result:
     """ILO reconstruction (point estimate).
 
+    Args: seeds — one seed per image (its random stream then depends on that seed only, not on the batch);
+    init — saved `Latents` to continue from (rounds before its layer k are skipped).
     Shapes: y [B, ...] measurement; returns Result with x_hat [B, C, H, W], z [B, L, D], samples/std None.
     """
     c = config
     problem = make_problem(y, operator, G, fit, 1, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
-                           c.lpips_weight)
+                           c.lpips_weight, seeds)
     steps = check_steps(tuple(c.steps), problem.synthesis)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
+    penalty = geocross_penalty(problem, c.geocross)
 
     def make_step(it: Iterate, k: int):
         cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])
-        return adam_step_factory(problem, it, steps[k], lambda i: ilo_lr(i, steps[k], c.lr, c.rampup, c.rampdown), cons)
+        return adam_step_factory(problem, it, steps[k], lambda i: ilo_lr(i, steps[k], c.lr, c.rampup, c.rampdown), cons,
+                                 penalty)
 
-    it, seconds, stopped = run_rounds(problem, init_iterate(problem, c.init), steps, make_step, c.noise_lookahead,
+    start = init_iterate(problem, c.init) if init is None else start_iterate(problem, init, len(steps))
+    it, seconds, stopped = run_rounds(problem, start, steps, make_step, c.noise_lookahead,
                                       c.carry_skip, "ilo", f"lower the learning rate lr (now {c.lr})")
     x, f, state = final_images(problem, it)
     diag = {"final_data_term": f.tolist(), "stopped": stopped, "sigma_eff": problem.fidelity.sigma}

@@ -9,6 +9,9 @@ zero step size, so σ is floored at ``σ_min`` (default 0.05 in [-1, 1] units, r
 image is not clamped before A, so saturated pixels keep their gradient. The optional perceptual term compares
 pseudo-inverse images A†A x̂ and A†y (the reference's masked "fill" target was not detached, §7.9; here nothing from
 the iterate enters the target), and needs a user-supplied LPIPS callable built from local weights (never downloaded).
+
+GeoCross (Menon et al. 2020, PULSE; reference §1.8) is the optional regulariser of ILO and the SGILO reference: the
+mean squared geodesic angle between the w+ rows of one sample, which pulls the rows of w+ towards a single w.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import torch
 from torch import Tensor
 
 from sgilo.operators.base import LinearOperator
+
+GEOCROSS_SCALE = 512 / 8                 # PULSE's constant (its w_dim 512 over 8), kept so weights transfer (§1.8)
+GEOCROSS_EPS = 1e-9                      # ILO/PULSE ε (the sgilo reference used 1e-12)
 
 
 # ----------------------------------------------------------------------------
@@ -58,6 +64,12 @@ class DataFidelity:
     def batch(self) -> int:
         return self.y.shape[0]
 
+    @property
+    def mse_scale(self) -> float:
+        """m / (2σ_eff²), m = measurements per image: f = mse_scale · mean((A x − y)²), so a weight w given relative
+        to the reference's mean-squared-error term (weight 1) is w · mse_scale in our likelihood units."""
+        return self.y[0].numel() / (2 * self.sigma**2)
+
     def _chunks(self, x: Tensor) -> list[Tensor]:
         if x.shape[0] % self.batch:
             raise ValueError(f"x has {x.shape[0]} rows, expected a multiple of the measurement batch {self.batch}")
@@ -80,3 +92,20 @@ class DataFidelity:
             lp = torch.cat([self.perceptual(a, b).reshape(-1) for a, b in pairs])
             f = f + self.perceptual_weight * lp
         return f
+
+
+# ----------------------------------------------------------------------------
+# GeoCross (PULSE, Menon et al. 2020; reference §1.8): (512/8) · mean_{i,j} θ_ij² over all ordered row pairs (i = j too).
+
+
+def geocross(w: Tensor, eps: float = GEOCROSS_EPS) -> Tensor:
+    """θ_ij = 2·atan2(sqrt(‖w_i − w_j‖² + ε), sqrt(‖w_i + w_j‖² + ε)) for the rows w_i of one sample.
+
+    Shapes: w [N, L, D] (w+ rows) → [N], one value per sample (PULSE sums over the batch, the sgilo reference averages;
+    per-row values keep samples independent). With L = 1 the value is the constant θ_11² ≈ 0.
+    """
+    if w.ndim != 3:
+        raise ValueError(f"geocross expects w+ rows [N, L, D], got shape {tuple(w.shape)}")
+    a = ((w[:, None] - w[:, :, None]).square().sum(-1) + eps).sqrt()      # [N, L, L]
+    b = ((w[:, None] + w[:, :, None]).square().sum(-1) + eps).sqrt()
+    return GEOCROSS_SCALE * (2 * torch.atan2(a, b)).square().mean((1, 2))

@@ -38,3 +38,27 @@ class Result:
     seconds_per_round: list[float]
     config: Any
     diagnostics: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------
+# Saved latents of a run (latents.safetensors), enough to continue it exactly where it stopped.
+
+
+@dataclass(frozen=True)
+class Latents:
+    """The final iterate of a run: split layer k, Gaussianised codes z, and the state pieces not derived from z.
+
+    Shapes: z [N, L, D] with N = B (CSGM/ILO) or K·B (SGILO, chain-major); h [N, C, r, r] or None (k = 0);
+    skip [N, 3, r, r] or None; noises: one [N, 1, r_i, r_i] map per noise layer.
+    """
+
+    k: int
+    z: Tensor
+    h: Tensor | None
+    skip: Tensor | None
+    noises: tuple[Tensor, ...]
+
+    @staticmethod
+    def from_result(result: Result) -> Latents:
+        st = result.state
+        return Latents(k=st.k, z=result.z.detach(), h=st.h, skip=st.skip, noises=tuple(st.noises))

@@ -8,6 +8,8 @@ Trainable noise rule: in round k the noise maps of blocks k … k + lookahead ar
 SGILO reference: 0); maps of blocks < k are baked into h_k, later ones stay at their per-row N(0, I) draw.
 Only the w+ rows that blocks ≥ k read (rows ≥ 2k − 1) are updated in round k: the other rows no longer affect the image,
 so freezing them makes the Langevin move an exact conditional (Gibbs-style) update.
+Random streams: with per-image ``seeds`` chain c of image b depends only on (seeds[b], c) (`sgilo.solvers.rng`).
+A run can start from saved `Latents` at layer k0 (continuation): rounds k < k0 are already baked into h_k0 and skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -23,12 +25,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sgilo.generator.latents import GaussianizedW, fit_gaussianized_w, project_to_sphere, sphere_radius
-from sgilo.generator.split import IntermediateState, advance, tail
+from sgilo.generator.split import IntermediateState, advance, h_shape, tail
 from sgilo.generator.stylegan2 import Generator, SynthesisNetwork
 from sgilo.operators.base import LinearOperator
 from sgilo.solvers.diagnostics import pixel_summaries
-from sgilo.solvers.objective import DataFidelity
-from sgilo.solvers.result import Result
+from sgilo.solvers.objective import DataFidelity, geocross
+from sgilo.solvers.result import Latents, Result
 from sgilo.solvers.rng import StackedGenerator
 from sgilo.solvers.schedules import l1_expand
 from sgilo.utils.shapes import assert_shape
@@ -64,12 +66,14 @@ def resolve_fit(G: Generator, fit: GaussianizedW | None, seed: int) -> Gaussiani
 
 
 # ----------------------------------------------------------------------------
-# Build the problem; the base seed comes from `generator` when given, else from the config seed.
+# Build the problem; the base seed comes from `generator` when given, else from the config seed; per-image `seeds`
+# (one per image of y) key the random streams instead when given.
 
 
 def make_problem(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None, chains: int,
                  seed: int, sigma_min: float, generator: torch.Generator | None, progress: bool,
-                 perceptual: Callable | None = None, perceptual_weight: float = 0.0) -> Problem:
+                 perceptual: Callable | None = None, perceptual_weight: float = 0.0,
+                 seeds: Sequence[int] | None = None) -> Problem:
     if not isinstance(chains, int) or chains < 1:
         raise ValueError(f"number of chains/samples/restarts must be an integer >= 1, got {chains!r}")
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
@@ -80,7 +84,9 @@ def make_problem(y: Tensor, operator: LinearOperator, G: Generator, fit: Gaussia
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
     fit = resolve_fit(G, fit, seed)
     fidelity = DataFidelity(operator, y, sigma_min, perceptual, perceptual_weight)
-    gens = StackedGenerator(seed, chains, y.shape[0], y.device)
+    if seeds is not None and (len(seeds) != y.shape[0] or not all(isinstance(v, int) for v in seeds)):
+        raise ValueError(f"seeds: expected {y.shape[0]} integers (one per image of y), got {list(seeds)!r}")
+    gens = StackedGenerator(seed, chains, y.shape[0], y.device, image_seeds=seeds)
     return Problem(G.synthesis, fit, fidelity, gens, chains, y.shape[0], progress)
 
 
@@ -138,6 +144,33 @@ def init_iterate(problem: Problem, init: str = "randn") -> Iterate:
 
 
 # ----------------------------------------------------------------------------
+# Initial iterate from saved latents (continuation): rows must be N = K·B, or B (then tiled over the K chains).
+
+
+def start_iterate(problem: Problem, latents: Latents, rounds: int) -> Iterate:
+    syn, N, B = problem.synthesis, len(problem.gens), problem.batch
+    k, dev = int(latents.k), problem.gens.device
+    if not 0 <= k < rounds:
+        raise ValueError(f"--init: the saved latents are at layer k={k}, but this run has rounds k = 0..{rounds - 1}; "
+                         f"give at least {k + 1} rounds (--steps)")
+    rows = latents.z.shape[0]
+    if rows not in (N, B) or tuple(latents.z.shape[1:]) != (syn.num_ws, syn.w_dim):
+        raise ValueError(f"--init: expected z of shape [{N} or {B}, {syn.num_ws}, {syn.w_dim}] for this generator and "
+                         f"chain count, got {tuple(latents.z.shape)}")
+    tile = (lambda t: None if t is None else t.to(dev).float().repeat(N // rows, *([1] * (t.ndim - 1))))
+    hs = h_shape(syn, k)
+    if (latents.h is None) != (hs is None) or (hs is not None and tuple(latents.h.shape[1:]) != hs):
+        raise ValueError(f"--init: expected h of shape {hs} at layer k={k}, got "
+                         f"{None if latents.h is None else tuple(latents.h.shape[1:])}")
+    sizes = [layer.resolution for layer in syn.noise_layers()]
+    if [n.shape[-1] for n in latents.noises] != sizes:
+        raise ValueError(f"--init: expected {len(sizes)} noise maps of sizes {sizes}, got "
+                         f"{[n.shape[-1] for n in latents.noises]}")
+    return Iterate(k=k, z=tile(latents.z), h=tile(latents.h), skip=tile(latents.skip),
+                   noises=[tile(n) for n in latents.noises], trainable=[])
+
+
+# ----------------------------------------------------------------------------
 # Start round k: advance the previous iterate block by block (exact split), then mark the leaves of round k.
 
 
@@ -164,6 +197,39 @@ def active_rows(synthesis: SynthesisNetwork, k: int, like: Tensor) -> Tensor:
     m = torch.zeros([1, synthesis.num_ws, 1], dtype=like.dtype, device=like.device)
     m[:, max(2 * k - 1, 0):] = 1
     return m
+
+
+# ----------------------------------------------------------------------------
+# GeoCross penalty of round k (or None when the weight is 0): weight · (m/2σ²) · GeoCross(w rows read by blocks ≥ k).
+
+
+def geocross_penalty(problem: Problem, weight: float) -> Callable[[Iterate], Tensor] | None:
+    """Applied to the w+ rows (as PULSE does), not to the Gaussianised z as the reference did, and to exactly the rows
+    ``2k − 1 …`` that blocks ≥ k read: the sgilo reference sliced ``z[:, 2k:]`` and dropped row 2k − 1 (§1.8, §7.5);
+    ILO sliced the batch dimension ``z[2k:]`` so the term was NaN with zero gradient after round 0 (§1.8, §7.5).
+    The weight is relative to the mean-squared-error data term as in the reference (mse weight 1), i.e. it is scaled
+    by m / (2σ_eff²) to our likelihood units. Returns a callable Iterate → [N]."""
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"geocross weight must be a finite number >= 0, got {weight!r}")
+    if weight == 0:
+        return None
+    scale = float(weight) * problem.fidelity.mse_scale
+
+    def penalty(it: Iterate) -> Tensor:
+        return scale * geocross(problem.fit(it.z)[:, max(2 * it.k - 1, 0):])
+
+    return penalty
+
+
+# ----------------------------------------------------------------------------
+# Sum of optional per-row penalties (None entries skipped; None when all are None).
+
+
+def add_penalties(*terms: Callable[[Iterate], Tensor] | None) -> Callable[[Iterate], Tensor] | None:
+    live = [t for t in terms if t is not None]
+    if not live:
+        return None
+    return lambda it: sum(t(it) for t in live)
 
 
 # ----------------------------------------------------------------------------
@@ -233,6 +299,8 @@ def run_rounds(problem: Problem, it: Iterate, steps: tuple[int, ...], make_step:
                lookahead: int, carry_skip: bool, name: str, hint: str) -> tuple[Iterate, list[float], str | None]:
     seconds, stopped = [], None
     for k, n in enumerate(steps):
+        if k < it.k:                                                      # continuation: layers < k0 are in h_k0
+            continue
         t0 = time.perf_counter()
         it = begin_round(problem, it, k, lookahead, carry_skip)
         stopped = run_round(problem, it, n, make_step(it, k), f"{name} round k={k}", hint)

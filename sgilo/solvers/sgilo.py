@@ -11,6 +11,11 @@ optimising. Two modes (equations in `sgilo.solvers.langevin`):
   v ← Π(v + τ Δ(v) + ν u) with the hot-sampler displacement Δ for z (always noised, as in the reference) and for h_k
   when a prior for layer k exists; sgilo noise rule (noises of block k only).
 
+GeoCross (`geocross`, PULSE; reference §1.8) on the w+ rows read by blocks ≥ k: in ``reference`` mode it is part of the
+Adam loss with the reference weight 0.001 (on w rather than z, and without the reference's off-by-one slice, §7.5). In
+``langevin`` mode its default is 0: a non-zero weight adds g·GeoCross to the potential U, so the chains then sample
+∝ exp(−f − g·GeoCross) p^λ — a different, non-Bayesian target — instead of the posterior.
+
 Deviations from the reference defaults, chosen for 64×64 on a CPU: z starts from N(0, I) per chain (the reference's
 all-ones start would make every chain identical), K = 4 chains, and the default steps are (100, 100, 100).
 """
@@ -18,7 +23,7 @@ all-ones start would make every chain identical), K = 4 chains, and the default 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,9 +35,9 @@ from sgilo.operators.base import LinearOperator
 from sgilo.solvers.diagnostics import summarize, warn_if_unmixed
 from sgilo.solvers.ilo import adam_step_factory
 from sgilo.solvers.langevin import check_positive, langevin_step, reference_step
-from sgilo.solvers.result import Result
-from sgilo.solvers.rounds import (Constraints, Iterate, Problem, active_rows, check_steps, init_iterate, make_problem,
-                                  render, run_rounds, sampler_result, traces)
+from sgilo.solvers.result import Latents, Result
+from sgilo.solvers.rounds import (Constraints, Iterate, Problem, active_rows, check_steps, geocross_penalty,
+                                  init_iterate, make_problem, render, run_rounds, sampler_result, start_iterate, traces)
 from sgilo.solvers.schedules import per_round
 from sgilo.utils.shapes import assert_shape
 
@@ -67,7 +72,8 @@ class SGILOConfig:
     carry_skip: bool = True                 # Exact split.
     sigma_min: float = 0.05                 # Noise floor σ_min of the likelihood.
     lpips_weight: float = 0.0               # Optional LPIPS weight; needs `perceptual`.
-    seed: int = 0                           # Base seed; row (chain c, image b) uses seed (seed, c, b).
+    geocross: float | None = None           # GeoCross weight (None: 0.001 in reference mode, 0 in langevin mode).
+    seed: int = 0                           # Base seed; row (c, b) uses (seed, c, b) unless per-image seeds.
     progress: bool = False                  # tqdm bar per round.
     perceptual: Callable | None = field(default=None, compare=False, repr=False)
 
@@ -86,6 +92,15 @@ class SGILOConfig:
             raise ValueError(f"prior weight lam must be a finite number >= 0, got {self.lam!r}")
         for name in ("tau_h", "l1_radius_z", "l1_radius_h", "l1_radius_noise"):
             per_round(getattr(self, name), len(self.steps), name)
+        if self.geocross is not None and not (math.isfinite(self.geocross) and self.geocross >= 0):
+            raise ValueError(f"geocross weight must be a finite number >= 0, got {self.geocross!r}")
+
+    @property
+    def geocross_weight(self) -> float:
+        """The GeoCross weight in use: the given one, else 0.001 (reference mode, §8.1) or 0 (langevin mode)."""
+        if self.geocross is not None:
+            return float(self.geocross)
+        return 0.001 if self.mode == "reference" else 0.0
 
 
 # ----------------------------------------------------------------------------
@@ -125,7 +140,8 @@ def variable_scores(it: Iterate, priors: Mapping, t_h: float) -> dict[str, Tenso
 # One `langevin`-mode step on every variable (Eq. 5), then ℓ1 balls and spheres.
 
 
-def langevin_step_factory(problem: Problem, it: Iterate, c: SGILOConfig, priors: Mapping, cons: Constraints):
+def langevin_step_factory(problem: Problem, it: Iterate, c: SGILOConfig, priors: Mapping, cons: Constraints,
+                          penalty: Callable[[Iterate], Tensor] | None = None):
     mask_z = active_rows(problem.synthesis, it.k, it.z)
     eta = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) for n in it.params()}
 
@@ -133,7 +149,8 @@ def langevin_step_factory(problem: Problem, it: Iterate, c: SGILOConfig, priors:
         x = render(problem, it)
         f = problem.fidelity(x)                                           # [N]
         params = it.params()
-        grads = dict(zip(params, torch.autograd.grad(f.sum(), list(params.values())), strict=True))
+        u = f if penalty is None else f + penalty(it)                     # potential minus the prior term
+        grads = dict(zip(params, torch.autograd.grad(u.sum(), list(params.values())), strict=True))
         scores = variable_scores(it, priors, c.t_h)
         with torch.no_grad():
             for n, p in params.items():
@@ -169,29 +186,34 @@ def reference_after(problem: Problem, c: SGILOConfig, priors: Mapping, tau_h: fl
 
 def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None,
           priors: Mapping | None = None, config: SGILOConfig = SGILOConfig(),  # noqa: B008
-          generator: torch.Generator | None = None) -> Result:
+          generator: torch.Generator | None = None, seeds: Sequence[int] | None = None,
+          init: Latents | None = None) -> Result:
     """SGILO posterior samples, their mean and per-pixel std.
 
-    Args: priors maps 'z' and 'h{k}' to objects with `.score(x, t)` (∇ log p_t in raw latent units).
+    Args: priors maps 'z' and 'h{k}' to objects with `.score(x, t)` (∇ log p_t in raw latent units);
+    seeds — one seed per image: chain c of image b draws from the stream (seeds[b], c), whatever the batch;
+    init — saved `Latents` to continue from (K·B rows, or B rows tiled over the chains; rounds < its k skipped).
     Shapes: y [B, ...]; returns samples [K, B, C, H, W], x_hat/std [B, C, H, W], z [K·B, L, D] (row c·B + b).
     """
     c, priors = config, dict(priors or {})
     problem = make_problem(y, operator, G, fit, c.chains, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
-                           c.lpips_weight)
+                           c.lpips_weight, seeds)
     steps = check_steps(tuple(c.steps), problem.synthesis)
+    penalty = geocross_penalty(problem, c.geocross_weight)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
     tau_h = list(c.tau_h) if c.tau_h is not None else [0.0] + [0.1] * (len(steps) - 1)
 
     def make_step(it: Iterate, k: int):
         cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])
         if c.mode == "langevin":
-            return langevin_step_factory(problem, it, c, priors, cons)
-        return adam_step_factory(problem, it, steps[k], lambda i: c.lr, cons,
+            return langevin_step_factory(problem, it, c, priors, cons, penalty)
+        return adam_step_factory(problem, it, steps[k], lambda i: c.lr, cons, penalty,
                                  after=reference_after(problem, c, priors, tau_h[k]))
 
     hint = (f"lower the step size eta (now {c.eta}{'' if c.eta_h is None else f', eta_h {c.eta_h}'})"
             if c.mode == "langevin" else f"lower the learning rate lr (now {c.lr}) or tau (now {c.tau})")
-    it, seconds, stopped = run_rounds(problem, init_iterate(problem, c.init), steps, make_step, c.noise_lookahead,
+    start = init_iterate(problem, c.init) if init is None else start_iterate(problem, init, len(steps))
+    it, seconds, stopped = run_rounds(problem, start, steps, make_step, c.noise_lookahead,
                                       c.carry_skip, f"sgilo-{c.mode}", hint)
     tr = traces(problem)
     last = tr["round"] == (tr["round"].max() if len(tr["round"]) else 0)

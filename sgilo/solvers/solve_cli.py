@@ -3,6 +3,14 @@ run a solver, score it and write DIR/result.json, PNGs and the latents (safetens
 
 The click commands in `sgilo.cli` only parse options; the operator is built there (task presets live in `sgilo.bench`)
 and passed in as an object.
+
+Continuing a run: ``sgilo solve … --init DIR`` (or DIR/latents.safetensors) starts from the final iterate that an
+earlier run saved — its split layer k, z, h_k, skip image and noise maps — and skips the rounds before k (they are
+already baked into h_k), so with the same image, task, seed and --steps the continued run starts exactly where the earlier
+one stopped (its first data term equals the earlier final one; result.json reports both under ``data_term``).
+Latents with B rows (CSGM/ILO) continue a K-chain SGILO run by tiling them over the chains.
+LPIPS: ``--lpips-weights PATH`` (local LPIPS-VGG weights, layout in `sgilo.metrics.lpips`) adds ``lpips`` to every
+metrics entry; ``--lpips-weight W > 0`` also adds W · LPIPS(A†A x, A†y) to the data term.
 """
 
 from __future__ import annotations
@@ -11,17 +19,18 @@ import json
 import math
 import time
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from sgilo.checkpoints import atomic_write, atomic_write_text
 from sgilo.generator.io import bundled_available, load_generator
 from sgilo.solvers import csgm, ilo, sgilo
-from sgilo.solvers.result import Result
+from sgilo.solvers.result import Latents, Result
 
 SOLVERS = {"csgm": (csgm, csgm.CSGMConfig), "ilo": (ilo, ilo.ILOConfig), "sgilo": (sgilo, sgilo.SGILOConfig)}
 
@@ -31,12 +40,17 @@ SOLVERS = {"csgm": (csgm, csgm.CSGMConfig), "ilo": (ilo, ilo.ILOConfig), "sgilo"
 
 
 def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] | None = None, seed: int = 0,
-                eta: float | None = None, mode: str | None = None, progress: bool = True):
+                eta: float | None = None, mode: str | None = None, progress: bool = True,
+                lpips_weight: float | None = None, geocross: float | None = None):
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}, expected one of {sorted(SOLVERS)}")
     if samples is not None and (not isinstance(samples, int) or samples < 1):
         raise ValueError(f"--samples K must be an integer >= 1, got {samples!r}")
     kw: dict = {"seed": seed, "progress": progress}
+    for name, v in (("lpips_weight", lpips_weight), ("geocross", geocross)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v!r}")
+        kw.update({name: float(v)} if v is not None else {})
     if solver == "csgm":
         kw.update({"steps": int(sum(steps))} if steps else {})
         kw.update({"restarts": samples} if samples else {})
@@ -81,14 +95,18 @@ def load_priors(spec: str | None, rounds: int) -> dict:
 # Metrics of every sample and of the mean, plus coverage and diversity (sgilo.metrics).
 
 
-def score(result: Result, truth: Tensor | None, operator, y: Tensor) -> dict:
+def score(result: Result, truth: Tensor | None, operator, y: Tensor, lpips=None) -> dict:
+    """``lpips``: an optional `sgilo.metrics.lpips.LPIPS`; adds ``lpips`` (to the truth) to every metrics entry."""
     from sgilo.metrics.posterior import coverage, diversity
     from sgilo.metrics.quality import measurement_residual, psnr, ssim
 
+    @torch.no_grad()
     def one(x: Tensor) -> dict:
         m = {"residual": float(measurement_residual(operator, x, y)[0])}
         if truth is not None:
             m.update(psnr=float(psnr(x.clamp(-1, 1), truth)[0]), ssim=float(ssim(x.clamp(-1, 1), truth)[0]))
+            if lpips is not None:
+                m["lpips"] = float(lpips(x.clamp(-1, 1), truth)[0])
         return m
 
     out = {"mean": one(result.x_hat), "samples": [], "coverage50": None, "coverage90": None, "diversity": None}
@@ -154,38 +172,78 @@ def write_outputs(out: Path, result: Result, truth: Tensor | None, meas_img: Ten
 
 
 # ----------------------------------------------------------------------------
+# Read latents.safetensors (a run folder or the file) back into `Latents` for --init.
+
+
+def load_latents(path: str | Path) -> Latents:
+    p = Path(path)
+    p = p / "latents.safetensors" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"--init: no saved latents at {path} (expected a run folder or the "
+                                f"latents.safetensors that `sgilo solve` writes)")
+    with safe_open(str(p), framework="pt") as f:
+        meta, t = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    if "z" not in t or "k" not in meta:
+        raise ValueError(f"--init: {p} is not a latents file written by `sgilo solve` (needs tensor 'z' and metadata k)")
+    n = len([k for k in t if k.startswith("noise_")])
+    if any(f"noise_{i}" not in t for i in range(n)):
+        raise ValueError(f"--init: {p} has noise maps with missing indices: {sorted(k for k in t if 'noise' in k)}")
+    return Latents(k=int(meta["k"]), z=t["z"], h=t.get("h"), skip=t.get("skip"),
+                   noises=tuple(t[f"noise_{i}"] for i in range(n)))
+
+
+# ----------------------------------------------------------------------------
 # The whole `sgilo solve` run on one image; returns the result.json dict.
 
 
 def solve_image(image: str | Path, make_operator, solver: str, config, out: str | Path, model: str = "default",
-                prior: str | None = "default", task: dict | None = None, seed: int = 0) -> dict:
+                prior: str | None = "default", task: dict | None = None, seed: int = 0,
+                lpips_weights: str | Path | None = None, init: str | Path | None = None) -> dict:
     """Load the model and the image (at the generator's resolution), measure it with ``make_operator(image_shape)``,
-    solve, score and write DIR/result.json, the PNGs and latents.safetensors."""
+    solve, score and write DIR/result.json, the PNGs and latents.safetensors.
+
+    ``lpips_weights``: local LPIPS weights (metric, and data term when config.lpips_weight > 0); ``init``: a run
+    folder or latents file to continue from."""
+    from sgilo.metrics.lpips import LPIPS
     from sgilo.utils.images import load_image, measurement_to_image
 
     if not Path(image).is_file():
         raise FileNotFoundError(f"image not found: {image}")
+    if config.lpips_weight > 0 and lpips_weights is None:
+        raise ValueError(f"--lpips-weight {config.lpips_weight} > 0 needs --lpips-weights PATH (local LPIPS-VGG "
+                         f"weights, layout in sgilo/metrics/lpips.py); nothing is downloaded")
+    lpips = LPIPS(lpips_weights) if lpips_weights is not None else None
+    start = load_latents(init) if init is not None else None
     G, fit = load_generator(model)
+    if lpips is not None:
+        lpips = lpips.to(G.mapping.w_avg.device)
+        config = replace(config, perceptual=lpips) if config.lpips_weight > 0 else config
     truth = load_image(image, G.img_resolution)                           # [1, 3, R, R]
     operator = make_operator(tuple(truth.shape[1:]))
     y = operator.measure(truth, generator=torch.Generator().manual_seed(seed))
     mod = SOLVERS[solver][0]
     t0 = time.perf_counter()
     if solver == "sgilo":
-        result = mod.solve(y, operator, G, fit, priors=load_priors(prior, len(config.steps)), config=config)
+        result = mod.solve(y, operator, G, fit, priors=load_priors(prior, len(config.steps)), config=config,
+                           init=start)
     else:
-        result = mod.solve(y, operator, G, fit, config=config)
+        result = mod.solve(y, operator, G, fit, config=config, init=start)
     seconds = time.perf_counter() - t0
     out = Path(out)
     write_outputs(out, result, truth, measurement_to_image(operator, y, tuple(truth.shape[1:])))
     diag = {k: v for k, v in result.diagnostics.items() if k not in ("final_data_term",)}
     diag.setdefault("rhat", None)
+    data = result.traces["data"]
+    data_term = {"initial": data[0].flatten().tolist() if len(data) else None,
+                 "final": torch.tensor(result.diagnostics["final_data_term"]).flatten().tolist()}
     report = {"solver": solver, "seed": seed, "task": task or {}, "model": str(model), "prior": prior,
-              "config": config_dict(config), "metrics": score(result, truth, operator, y), "diagnostics": diag,
+              "init": None if init is None else str(init), "start_layer": 0 if start is None else start.k,
+              "lpips_weights": None if lpips_weights is None else str(lpips_weights), "data_term": data_term,
+              "config": config_dict(config), "metrics": score(result, truth, operator, y, lpips), "diagnostics": diag,
               "seconds": seconds, "seconds_per_round": result.seconds_per_round,
               "bundled_model": bundled_available()}
     atomic_write_text(out / "result.json", json.dumps(_clean(report), indent=2) + "\n")
     return report
 
 
-__all__ = ["SOLVERS", "make_config", "load_priors", "score", "solve_image", "write_outputs"]
+__all__ = ["SOLVERS", "make_config", "load_priors", "load_latents", "score", "solve_image", "write_outputs"]

@@ -1,0 +1,32 @@
+"""The `sgilo` command: every sub-command has working --help; errors are one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from sgilo.cli import main
+
+COMMANDS = ["demo", "solve", "sample", "convert", "train-generator", "export-generator", "make-latents", "train-score",
+            "theory", "bench", "bench-speed"]
+
+
+def test_top_level_help_lists_every_command():
+    res = CliRunner().invoke(main, ["--help"])
+    assert res.exit_code == 0
+    for cmd in COMMANDS:
+        assert cmd in res.output
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_command_help(cmd):
+    res = CliRunner().invoke(main, [cmd, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "error" not in res.output.lower().split("options:")[0][:0] + res.output.lower()[-200:]
+
+
+def test_library_error_is_one_line(tmp_path):
+    res = CliRunner().invoke(main, ["export-generator", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "g")])
+    assert res.exit_code != 0
+    lines = [ln for ln in res.output.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("sgilo: error:"), res.output
