@@ -81,4 +81,8 @@ def test_demo_notice_follows_bundled_model(monkeypatch):
     monkeypatch.setattr(demo, "bundled_available", lambda: False)
     assert "RANDOMLY INITIALISED" in demo.demo_notice()
     monkeypatch.setattr(demo, "bundled_available", lambda: True)
+    import sgilo.priors.io as prior_io
+    monkeypatch.setattr(prior_io, "bundled_prior_available", lambda name: False)
+    assert "priors are not in this checkout" in demo.demo_notice()
+    monkeypatch.setattr(prior_io, "bundled_prior_available", lambda name: True)
     assert demo.demo_notice() is None

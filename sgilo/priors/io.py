@@ -38,6 +38,15 @@ def resolve_prior(name_or_path: str | os.PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------
+# Is a bundled prior ("z", "h1", ...) in this checkout?
+
+
+def bundled_prior_available(name: str) -> bool:
+    st, js = model_paths(MODELS_DIR / f"prior_{name}")
+    return st.is_file() and js.is_file()
+
+
+# ----------------------------------------------------------------------------
 # Write a prior; ``dtype=torch.float16`` halves the size (parameters only; statistics and buffers stay fp32).
 
 

@@ -21,7 +21,7 @@ from sgilo.solvers import csgm, ilo, sgilo
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "astronaut64.png"
 # Architecture of the bundled model (sgilo.training.generator.TrainConfig defaults) for the random stand-in.
-STANDIN = GeneratorConfig(z_dim=256, w_dim=256, img_resolution=64, channel_base=4096, channel_max=256, mapping_layers=4)
+STANDIN = GeneratorConfig(z_dim=256, w_dim=256, img_resolution=64, channel_base=2048, channel_max=128, mapping_layers=4)
 
 
 # ----------------------------------------------------------------------------
@@ -30,7 +30,11 @@ STANDIN = GeneratorConfig(z_dim=256, w_dim=256, img_resolution=64, channel_base=
 
 def demo_notice() -> str | None:
     if bundled_available():
-        return None
+        from sgilo.priors.io import bundled_prior_available
+        if bundled_prior_available("z"):
+            return None
+        return ("NOTE: the bundled latent score priors are not in this checkout yet: SGILO runs with the N(0, I) "
+                "prior of the Gaussianised w+ code only (no learned prior on z or h_k).")
     return ("NOTE: the bundled face generator is not in this checkout yet: this demo uses a RANDOMLY INITIALISED 64x64 "
             "generator and UNTRAINED priors, so the reconstructions are not faces.")
 

@@ -43,8 +43,8 @@ class TrainConfig:
     z_dim: int = 256                     # Latent size (bundled model: 256; NVlabs FFHQ: 512).
     w_dim: int = 256                     # W size.
     mapping_layers: int = 4              # Mapping depth (NVlabs 'auto' config uses 2 for small data, FFHQ 8).
-    channel_base: int = 4096             # G and D channels: min(channel_base / res, channel_max).
-    channel_max: int = 256
+    channel_base: int = 2048             # G and D channels: min(channel_base / res, channel_max) (bundled: 128→32).
+    channel_max: int = 128
     batch: int = 32                      # Total batch over all processes.
     glr: float = 0.0025                  # Adam learning rates, betas (0, 0.99) as in StyleGAN-2.
     dlr: float = 0.0025
