@@ -75,11 +75,23 @@ def test_load_generator_rejects_tampered_files(tmp_path):
         load_generator(tmp_path / "nothere")
 
 
-def test_default_model_missing_is_clear():
-    if bundled_available():
-        pytest.skip("bundled model present")
+def test_default_model_missing_is_clear(monkeypatch, tmp_path):
+    import sgilo.generator.io as gio
+    monkeypatch.setitem(gio.BUNDLED, "default", tmp_path / "absent" / "generator")
+    assert not bundled_available()
     with pytest.raises(FileNotFoundError, match="bundled model 'default'"):
         load_generator("default")
+
+
+def test_bundled_model_loads_frozen_with_fit():
+    if not bundled_available():
+        pytest.skip("bundled model not in this checkout")
+    G, fit = load_generator("default")
+    assert G.img_resolution == 64 and fit is not None and fit.mu.shape == (G.w_dim,)
+    assert not any(p.requires_grad for p in G.parameters())
+    with torch.no_grad():
+        x = G.synthesis(fit(torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(0))))
+    assert x.shape == (2, 3, 64, 64) and torch.isfinite(x).all()
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
