@@ -8,8 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import write_lpips_weights
+
 from sgilo.metrics import coverage, diversity, measurement_residual, psnr, ssim, std_map
-from sgilo.metrics.lpips import LPIPS, VGG16_BLOCKS
+from sgilo.metrics.lpips import LPIPS
 from sgilo.operators import Inpainting
 
 skm = pytest.importorskip("skimage.metrics")
@@ -98,16 +100,7 @@ def test_std_map_and_diversity():
 
 
 def _lpips_file(path, widths=(4, 8, 8, 8, 8)):
-    g = torch.Generator().manual_seed(0)
-    sd, c_in = {}, 3
-    for width, block in zip(widths, VGG16_BLOCKS, strict=True):
-        for i in block:
-            sd[f"features.{i}.weight"] = torch.randn(width, c_in, 3, 3, generator=g) * (2 / (9 * c_in)) ** 0.5
-            sd[f"features.{i}.bias"] = torch.zeros(width)
-            c_in = width
-    for k, width in enumerate(widths):
-        sd[f"lin{k}.weight"] = torch.rand(1, width, 1, 1, generator=g)
-    save_file(sd, str(path))
+    write_lpips_weights(path, widths)
 
 
 def test_lpips_local_weights(tmp_path):

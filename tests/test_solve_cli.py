@@ -9,19 +9,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import write_solve_files
+
 from sgilo.cli import main
-from sgilo.generator import fit_gaussianized_w, save_generator
 from sgilo.utils.images import save_image
 
 
 @pytest.fixture
 def files(tmp_path, tiny_generator):
-    G = tiny_generator
-    save_generator(tmp_path / "gen", G, fit_gaussianized_w(G.mapping, 2000, generator=torch.Generator().manual_seed(0)))
-    with torch.no_grad():
-        x = G(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)))
-    save_image((x / x.abs().amax())[0], tmp_path / "img.png")
-    return tmp_path
+    return write_solve_files(tmp_path, tiny_generator)
 
 
 def invoke(files, *args):

@@ -10,41 +10,21 @@ from dataclasses import replace
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
+
+from conftest import MaskOperator, masked_problem, write_lpips_weights, write_solve_files
 
 from sgilo.cli import main
-from sgilo.generator import fit_gaussianized_w, save_generator
-from sgilo.metrics.lpips import VGG16_BLOCKS
-from sgilo.operators.base import GaussianNoise, LinearOperator
 from sgilo.solvers import csgm, ilo, sgilo
 from sgilo.solvers.objective import GEOCROSS_SCALE, geocross
 from sgilo.solvers.result import Latents
 from sgilo.solvers.rounds import begin_round, geocross_penalty, init_iterate, make_problem
 from sgilo.solvers.solve_cli import load_latents
-from sgilo.utils.images import save_image
-
-
-class Mask(LinearOperator):
-    def __init__(self, mask: torch.Tensor, sigma: float = 0.0) -> None:
-        super().__init__(GaussianNoise(sigma) if sigma > 0 else None)
-        self.register_buffer("mask", mask)
-
-    def A(self, x):
-        return x * self.mask
-
-    def A_adjoint(self, y):
-        return y * self.mask
 
 
 @pytest.fixture
 def setup(tiny_generator):
-    G = tiny_generator
-    fit = fit_gaussianized_w(G.mapping, 4000, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        x = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)))
-        x = x / x.abs().amax()
-    op = Mask((torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(2)) < 0.3).float(), sigma=0.05)
-    return G, fit, op, op.measure(x, generator=torch.Generator().manual_seed(3))
+    fit, op, y, _ = masked_problem(tiny_generator)
+    return tiny_generator, fit, op, y
 
 
 # ----------------------------------------------------------------------------
@@ -144,28 +124,9 @@ def test_continue_from_latents_library(setup):
 # CLI: --init round trip, --lpips-weights metric/term, one-line errors.
 
 
-def _lpips_file(path, widths=(4, 4, 4, 4, 4)):
-    g = torch.Generator().manual_seed(0)
-    sd, c_in = {}, 3
-    for width, block in zip(widths, VGG16_BLOCKS, strict=True):
-        for i in block:
-            sd[f"features.{i}.weight"] = torch.randn(width, c_in, 3, 3, generator=g) * (2 / (9 * c_in)) ** 0.5
-            sd[f"features.{i}.bias"] = torch.zeros(width)
-            c_in = width
-    for k, width in enumerate(widths):
-        sd[f"lin{k}.weight"] = torch.rand(1, width, 1, 1, generator=g)
-    save_file(sd, str(path))
-    return path
-
-
 @pytest.fixture
 def files(tmp_path, tiny_generator):
-    G = tiny_generator
-    save_generator(tmp_path / "gen", G, fit_gaussianized_w(G.mapping, 2000, generator=torch.Generator().manual_seed(0)))
-    with torch.no_grad():
-        x = G(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)))
-    save_image((x / x.abs().amax())[0], tmp_path / "img.png")
-    return tmp_path
+    return write_solve_files(tmp_path, tiny_generator)
 
 
 def invoke(files, out, *args):
@@ -195,7 +156,7 @@ def test_cli_init_round_trip(files, solver):
 
 
 def test_cli_lpips_metric_and_term(files):
-    weights = _lpips_file(files / "lpips.safetensors")
+    weights = write_lpips_weights(files / "lpips.safetensors")
     r = invoke(files, "a", "--solver", "sgilo", "--samples", "2", "--eta", "1e-6", "--lpips-weights", str(weights))
     assert r.exit_code == 0, r.output
     res = json.loads((files / "a" / "result.json").read_text())

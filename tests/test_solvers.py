@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from sgilo.generator import fit_gaussianized_w
-from sgilo.operators.base import GaussianNoise, LinearOperator
+from conftest import MaskOperator, masked_problem
+
 from sgilo.solvers import csgm, ilo, sgilo
 from sgilo.solvers.rounds import begin_round, init_iterate, make_problem, render
 from sgilo.solvers.schedules import ilo_lr, project_l1_ball
@@ -19,28 +19,10 @@ from sgilo.solvers.schedules import ilo_lr, project_l1_ball
 # Local stand-ins: a random pixel mask operator and the tiny generator's Gaussian fit.
 
 
-class Mask(LinearOperator):
-    def __init__(self, mask: torch.Tensor, sigma: float = 0.0) -> None:
-        super().__init__(GaussianNoise(sigma) if sigma > 0 else None)
-        self.register_buffer("mask", mask)
-
-    def A(self, x):
-        return x * self.mask
-
-    def A_adjoint(self, y):
-        return y * self.mask
-
-
 @pytest.fixture
 def setup(tiny_generator):
-    G = tiny_generator
-    fit = fit_gaussianized_w(G.mapping, 4000, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        x = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)))
-        x = x / x.abs().amax()                                              # into [-1, 1]
-    op = Mask((torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(2)) < 0.3).float(), sigma=0.05)
-    y = op.measure(x, generator=torch.Generator().manual_seed(3))
-    return G, fit, op, y, x
+    fit, op, y, x = masked_problem(tiny_generator)
+    return tiny_generator, fit, op, y, x
 
 
 CONFIGS = {
