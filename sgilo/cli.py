@@ -306,8 +306,8 @@ def train_generator_cmd(data, out, resume, resolution, kimg, batch, channel_base
     """Train a StyleGAN-2 generator (DiffAugment, lazy R1, EMA). Example:
     sgilo train-generator --data ../shared/data/utkface64.zip --out ~/runs/utkface64 --resume"""
     from sgilo.training.generator import TrainConfig, train
-    from sgilo.training.launch import init_distributed
-    init_distributed()
+    from sgilo.training.ddp import configure_logging, init_from_env
+    configure_logging(init_from_env()[0])
     cfg = TrainConfig(data=data, out=out, resolution=resolution, kimg=kimg, batch=batch, channel_base=channel_base,
                       channel_max=channel_max, z_dim=z_dim, w_dim=z_dim, mapping_layers=mapping_layers,
                       r1_gamma=r1_gamma, augment=augment, ckpt_minutes=ckpt_minutes, bf16=not fp32, seed=seed)

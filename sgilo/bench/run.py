@@ -254,9 +254,10 @@ def check_run_config(out: Path, info: dict, write: bool = True) -> None:
 def distributed_setup() -> tuple[int, int, str]:
     import torch.distributed as dist
 
-    from sgilo.training.launch import init_distributed
+    from sgilo.training.ddp import configure_logging, init_from_env
 
-    rank, world = init_distributed()
+    rank, world, _ = init_from_env()
+    configure_logging(rank)
     token = [secrets.token_hex(8)]
     if world > 1:
         dist.broadcast_object_list(token, src=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -25,6 +26,14 @@ def init_from_env() -> tuple[int, int, torch.device]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), device
     return 0, 1, device
+
+
+# ----------------------------------------------------------------------------
+# Log INFO on rank 0 only, so several processes do not repeat every line.
+
+
+def configure_logging(rank: int) -> None:
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
 
 
 # ----------------------------------------------------------------------------
