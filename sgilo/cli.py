@@ -109,6 +109,43 @@ def bench_speed_cmd(out, quick, device, steps):
     click.echo(f"{rep['generator']}\n" + "\n".join(f"{k}: {v:.3f}" for k, v in rep["headline"].items()))
 
 
+@main.command("bench-tune")
+@click.option("--data", required=True, type=click.Path(), help="Dataset zip/folder; only its train/ split is read.")
+@click.option("--task", required=True, help="Operator name (inpaint-random, superres, cs-gaussian, ...).")
+@click.option("--param", "params", multiple=True, help="Task parameter NAME=VALUE (repeatable), e.g. observed=0.05.")
+@click.option("--solver", required=True, type=click.Choice(["csgm", "ilo", "sgilo"]))
+@click.option("--grid", default="{}", show_default=True,
+              help='JSON {field: [values]} of solver-config overrides, e.g. \'{"eta": [1e-5, 3e-5]}\'.')
+@click.option("--n-images", default=4, show_default=True, type=click.IntRange(min=1), help="train/ images.")
+@click.option("--preset", default="default", show_default=True, help="Solver preset the grid overrides.")
+@click.option("--model", default="default", show_default=True, help="Generator name or path.")
+@click.option("--prior", "priors", multiple=True, default=("default",), show_default=True,
+              help="'default', 'none' or a prior path (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for tune.jsonl (resumable).")
+def bench_tune_cmd(data, task, params, solver, grid, n_images, preset, model, priors, seed, out):
+    """Grid-tune a solver on train/ images (never test/). Example: sgilo bench-tune --data faces.zip
+    --task inpaint-random --param observed=0.05 --solver sgilo --grid '{"eta": [1e-5, 3e-5]}' --out runs/tune"""
+    import json
+
+    from sgilo.bench.tune import tune
+    kw = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+        kw[name.replace("-", "_")] = json.loads(value)
+    try:
+        grid_d = json.loads(grid)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"expected a JSON object, got {grid!r} ({e})", param_hint="--grid") from e
+    if not isinstance(grid_d, dict):
+        raise click.BadParameter(f"expected a JSON object, got {grid!r}", param_hint="--grid")
+    tune(data, task, kw, solver, grid_d, out, n_images=n_images, preset=preset, model=model, priors=tuple(priors),
+         seed=seed)
+    click.echo(f"-> {out}/tune.jsonl, {out}/tune_table.md")
+
+
 # ----------------------------------------------------------------------------
 # sgilo solve / sgilo demo (issue 6; bodies in sgilo.solvers.solve_cli and sgilo.solvers.demo).
 
@@ -130,13 +167,16 @@ except ImportError:  # pragma: no cover - before the operators issue lands
 @click.option("--steps", default=None, help="Steps per round, e.g. 100,100,100.")
 @click.option("--eta", type=float, default=None, help="SGILO Langevin step size.")
 @click.option("--mode", type=click.Choice(["langevin", "reference"]), default=None)
+@click.option("--preset", default="auto", show_default=True,
+              help="Solver settings: utkface64 (tuned for the bundled model), paper, or auto (utkface64 for the "
+                   "bundled model, else paper).")
 @click.option("--lpips-weights", default=None, help="Local LPIPS-VGG weights (.safetensors): lpips metric.")
 @click.option("--lpips-weight", type=float, default=None, help="Weight of LPIPS in the data term (needs the file).")
 @click.option("--geocross", type=float, default=None, help="GeoCross weight [default: the solver's].")
 @click.option("--init", default=None, help="Continue from a run folder / its latents.safetensors.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, lpips_weights, lpips_weight, geocross, init,
-              out, task, **task_kw):
+def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, preset, lpips_weights, lpips_weight,
+              geocross, init, out, task, **task_kw):
     """Reconstruct an image: sgilo solve --image face.png --task inpaint-random --observed 0.05 --out runs/x"""
     from sgilo.bench.tasks import make_operator, task_params
     from sgilo.solvers.solve_cli import make_config, solve_image
@@ -144,7 +184,10 @@ def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, lpip
         steps_t = tuple(int(s) for s in steps.split(",")) if steps else None
     except ValueError:
         raise ValueError(f"--steps: expected comma-separated integers such as 100,100,100, got {steps!r}") from None
-    config = make_config(solver, samples, steps_t, seed, eta, mode, lpips_weight=lpips_weight, geocross=geocross)
+    from sgilo.solvers.presets import default_preset
+    preset = default_preset(model) if preset == "auto" else preset
+    config = make_config(solver, samples, steps_t, seed, eta, mode, lpips_weight=lpips_weight, geocross=geocross,
+                         preset=preset)
     info: dict = {}
 
     def make_op(shape):
@@ -209,19 +252,23 @@ def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, 
 @click.option("--patch", default=1, show_default=True, help="h only: p×p patch tokens (e.g. 2 for 8×8 maps).")
 @click.option("--scaler", type=click.Choice(["standard", "minmax"]), default="standard", show_default=True)
 @click.option("--likelihood-weighting", is_flag=True, help="λ(t) = β(t) instead of the ε-loss.")
+@click.option("--t-sampling", type=click.Choice(["mixed", "uniform"]), default="mixed", show_default=True,
+              help="t ~ U(eps, 1) ('uniform') or half log-uniform ('mixed': more small-t samples).")
+@click.option("--no-gaussian-skip", is_flag=True, help="Plain ε-network (no σ(t)·u skip; the reference's form).")
 @click.option("--ckpt-every", default=1000, show_default=True)
 @click.option("--ckpt-minutes", default=10.0, show_default=True)
 @click.option("--fp32-export", is_flag=True, help="Export fp32 weights (default fp16).")
 @click.option("--seed", default=0, show_default=True)
 def train_score_cmd(latents, target, out, resume, steps, batch, lr, ema_decay, d_model, depth, heads, patch, scaler,
-                    likelihood_weighting, ckpt_every, ckpt_minutes, fp32_export, seed):
+                    likelihood_weighting, t_sampling, no_gaussian_skip, ckpt_every, ckpt_minutes, fp32_export, seed):
     """Train a latent score prior by denoising score matching (VP-SDE); works under torchrun. Example:
     sgilo train-score --latents ~/latents/h2 --target h --out ~/runs/prior_h2 --steps 20000 --resume"""
     from sgilo.training.ddp import cleanup
     from sgilo.training.score import ScoreTrainConfig, train
     cfg = ScoreTrainConfig(latents=latents, out=out, target=target, steps=steps, batch=batch, lr=lr,
                            ema_decay=ema_decay, d_model=d_model, depth=depth, heads=heads, patch=patch, scaler=scaler,
-                           likelihood_weighting=likelihood_weighting, ckpt_every=ckpt_every,
+                           likelihood_weighting=likelihood_weighting, t_sampling=t_sampling,
+                           gaussian_skip=not no_gaussian_skip, ckpt_every=ckpt_every,
                            ckpt_minutes=ckpt_minutes, export_fp16=not fp32_export, seed=seed)
     stem = train(cfg, resume=resume)
     cleanup()

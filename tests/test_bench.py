@@ -176,3 +176,32 @@ def test_results_do_not_depend_on_batch(tiny):
         assert m1[k] == pytest.approx(m2[k], rel=1e-5, abs=1e-6), k
     again = run_bench(BenchConfig(out=str(root / "b2"), batch=3, **common), "cpu", models=models)   # resume, new batch
     assert [r["metrics"] for r in again] == [r["metrics"] for r in two]
+
+
+# ----------------------------------------------------------------------------
+# Tuning harness: train/ images only, one record per grid point, resumed points skipped, bad fields refused.
+
+
+def test_tune_grid_on_train_split_resumes(tiny, monkeypatch):
+    from sgilo.bench import tune as tune_mod
+    from sgilo.training import data as data_mod
+
+    root, data, models = tiny
+    splits = []
+    real = data_mod.load_image_set
+    monkeypatch.setattr(data_mod, "load_image_set", lambda *a, **k: splits.append(a[2]) or real(*a, **k))
+    grid = {"chains": [2], "steps": [[2, 2]], "eta": [1e-5, 3e-5]}
+    out = root / "tune"
+    recs = tune_mod.tune(str(data), "inpaint-random", {"observed": 0.2}, "sgilo", grid, out, n_images=2,
+                         preset="smoke", models=models, progress=False)
+    assert splits == ["train"] and len(recs) == 2
+    assert recs[0]["point"] == {"chains": 2, "eta": 1e-5, "steps": [2, 2]} and recs[0]["split"] == "train"
+    assert {"psnr", "coverage90", "diversity"} <= set(recs[0]["metrics"]) and len(recs[0]["per_image"]) == 2
+    assert recs[0]["metrics"] != recs[1]["metrics"]
+    again = tune_mod.tune(str(data), "inpaint-random", {"observed": 0.2}, "sgilo", grid, out, n_images=2,
+                          preset="smoke", models=models, progress=False)
+    assert again == recs and len((out / "tune.jsonl").read_text().splitlines()) == 2
+    assert "| point |" in (out / "tune_table.md").read_text()
+    with pytest.raises(ValueError, match="unknown SGILOConfig field"):
+        tune_mod.tune(str(data), "inpaint-random", {"observed": 0.2}, "sgilo", {"etaa": [1]}, out, preset="smoke",
+                      models=models)

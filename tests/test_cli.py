@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from sgilo.cli import main
 
 COMMANDS = ["demo", "solve", "sample", "convert", "train-generator", "export-generator", "make-latents", "train-score",
-            "theory", "bench", "bench-speed"]
+            "theory", "bench", "bench-speed", "bench-tune"]
 
 
 def test_top_level_help_lists_every_command():

@@ -73,12 +73,37 @@ def test_coverage_matches_q_for_gaussian_samples():
     samples = mu + s * torch.randn(K, B, *shape, generator=g)
     truth = mu + s * torch.randn(B, *shape, generator=g)
     for q in (0.5, 0.9):
-        cov = coverage(samples, truth, q)
-        assert cov.shape == (B,)
-        assert torch.all((cov - q).abs() < 0.025), (q, cov)
+        for method in ("predictive", "quantile"):
+            cov = coverage(samples, truth, q, method=method)
+            assert cov.shape == (B,)
+            assert torch.all((cov - q).abs() < 0.025), (q, method, cov)
     # over-confident samples (std / 3) under-cover
     narrow = mu + s / 3 * torch.randn(K, B, *shape, generator=g)
     assert torch.all(coverage(narrow, truth, 0.9) < 0.6)
+
+
+def test_coverage_with_few_samples_predictive_is_calibrated_quantile_is_not():
+    # K = 4 exchangeable Gaussian draws per pixel and the truth a 5th draw: the t prediction interval covers with
+    # probability exactly q; the empirical-quantile interval lies inside [min, max], which holds the truth with
+    # probability (K - 1)/(K + 1) = 0.6 only.
+    g = torch.Generator().manual_seed(2)
+    K, B, shape = 4, 2, (3, 64, 64)
+    mu = torch.randn(B, *shape, generator=g)
+    s = 0.1 + torch.rand(B, *shape, generator=g)
+    samples = mu + s * torch.randn(K, B, *shape, generator=g)
+    truth = mu + s * torch.randn(B, *shape, generator=g)
+    for q in (0.5, 0.9):
+        cov = coverage(samples, truth, q)
+        assert torch.all((cov - q).abs() < 0.02), (q, cov)
+    assert torch.all(coverage(samples, truth, 0.9, method="quantile") < 0.6)
+    with pytest.raises(ValueError, match="coverage method"):
+        coverage(samples, truth, 0.9, method="hpd")
+
+
+def test_student_t_quantile_known_values():
+    from sgilo.metrics.posterior import student_t_quantile
+    for p, nu, ref in ((0.95, 1, 6.313752), (0.95, 3, 2.353363), (0.75, 7, 0.711142), (0.975, 30, 2.042272)):
+        assert abs(student_t_quantile(p, nu) - ref) < 1e-5
 
 
 def test_std_map_and_diversity():

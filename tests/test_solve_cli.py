@@ -48,6 +48,7 @@ def test_solve_writes_result(files, solver):
     (["--samples", "0"], "--samples"),
     (["--eta", "nan"], "eta"),
     (["--steps", "3,x"], "--steps"),
+    (["--preset", "nope"], "preset"),
 ])
 def test_bad_input_one_line(files, args, needle):
     r = invoke(files, "--solver", "sgilo", *args)
@@ -82,3 +83,13 @@ def test_demo_notice_follows_bundled_model(monkeypatch):
     assert "priors are not in this checkout" in demo.demo_notice()
     monkeypatch.setattr(prior_io, "bundled_prior_available", lambda name: True)
     assert demo.demo_notice() is None
+
+
+def test_presets_auto_and_overrides():
+    from sgilo.solvers.presets import PRESETS, default_preset
+    from sgilo.solvers.solve_cli import make_config
+    assert default_preset("default") == "utkface64" and default_preset("/some/model") == "paper"
+    tuned = make_config("sgilo", samples=8, seed=3, preset="utkface64")
+    assert tuned.chains == 8 and tuned.seed == 3 and tuned.eta == PRESETS["utkface64"]["sgilo"].eta
+    assert tuned.precision == "bf16" and make_config("sgilo").precision == "fp32"
+    assert make_config("ilo", steps=(5, 5, 5, 5), preset="utkface64").l1_radius_h is not None

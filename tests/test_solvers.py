@@ -146,7 +146,7 @@ def test_beta_inf_descends(setup):
 @pytest.mark.parametrize("make", [
     lambda: sgilo.SGILOConfig(chains=0), lambda: sgilo.SGILOConfig(eta=math.nan), lambda: sgilo.SGILOConfig(eta=-1),
     lambda: sgilo.SGILOConfig(mode="gibbs"), lambda: ilo.ILOConfig(steps=(5, 5), l1_radius_z=(1.0,)),
-    lambda: csgm.CSGMConfig(restarts=0), lambda: ilo.ILOConfig(lr=math.inf),
+    lambda: csgm.CSGMConfig(restarts=0), lambda: ilo.ILOConfig(lr=math.inf), lambda: ilo.ILOConfig(precision="fp8"),
 ])
 def test_bad_config(make):
     with pytest.raises(ValueError) as e:
@@ -207,3 +207,43 @@ def test_every_solver_every_operator(setup, task, name):
     mod = {"csgm": csgm, "ilo": ilo, "sgilo": sgilo}[name]
     r = mod.solve(y, op, G, fit, config=cfg)
     assert r.x_hat.shape == (2, 3, 32, 32) and torch.isfinite(r.x_hat).all()
+
+
+# ----------------------------------------------------------------------------
+# bf16 autocast of the generator tail: same optimisation to bf16 accuracy, images and traces returned in fp32.
+
+
+def test_bf16_precision_matches_fp32(setup):
+    G, fit, op, y, _ = setup
+    cfg = ilo.ILOConfig(steps=(6, 6, 4), seed=7, geocross=0.0)
+    r32 = ilo.solve(y, op, G, fit, config=cfg)
+    r16 = ilo.solve(y, op, G, fit, config=ilo.ILOConfig(steps=(6, 6, 4), seed=7, geocross=0.0, precision="bf16"))
+    assert r16.x_hat.dtype == torch.float32 and torch.isfinite(r16.x_hat).all()
+    d32, d16 = r32.traces["data"], r16.traces["data"]
+    assert float(d16[-1].sum()) < 0.5 * float(d16[0].sum())                     # it optimises
+    assert (d16[-1] - d32[-1]).abs().max() <= 0.1 * d32[-1].abs().max()          # to bf16 accuracy
+    s = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(steps=(3, 3), chains=2, eta=1e-6, precision="bf16"))
+    assert s.samples.dtype == torch.float32 and torch.isfinite(s.samples).all()
+
+
+# ----------------------------------------------------------------------------
+# ‖A‖₂² by power iteration (exact against the dense matrix) and SGILO's step normalisation by it.
+
+
+def test_spectral_norm_and_step_normalisation(setup):
+    from sgilo.bench.tasks import make_operator
+    from sgilo.operators.base import spectral_norm_sq
+    op = make_operator("cs-gaussian", (3, 8, 8), 0, ratio=0.25)
+    dense = torch.stack([op.A(e.reshape(1, 3, 8, 8)).flatten() for e in torch.eye(192)], dim=1)   # [m, n]
+    exact = float(torch.linalg.matrix_norm(dense, ord=2)) ** 2
+    got = spectral_norm_sq(op, (3, 8, 8), iters=200, generator=torch.Generator().manual_seed(0))
+    assert got == pytest.approx(exact, rel=1e-3) and exact > 2
+    G, fit, mask, y, x = setup
+    cfg = sgilo.SGILOConfig(steps=(3, 3), chains=2, eta=1e-6, normalize_step=True)
+    r = sgilo.solve(y, mask, G, fit, config=cfg)
+    assert r.diagnostics["step_divisor"] == pytest.approx(1.0)              # a mask: ‖A‖ = 1, η unchanged
+    big = make_operator("cs-gaussian", (3, 32, 32), 0, ratio=0.02)
+    yb = big.measure(x)
+    rb = sgilo.solve(yb, big, G, fit, config=cfg)
+    L = spectral_norm_sq(big, (3, 32, 32), batch=2, generator=torch.Generator().manual_seed(0))
+    assert rb.diagnostics["step_divisor"] == pytest.approx(L) and L > 10 and torch.isfinite(rb.samples).all()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgilo.operators.base import LinearOperator
+from sgilo.operators.base import LinearOperator, spectral_norm_sq
 from sgilo.utils.shapes import assert_shape
 
 
@@ -149,12 +149,7 @@ def soft_threshold(v: Tensor, tau: float) -> Tensor:
 def lipschitz(operator: LinearOperator, image_shape: tuple[int, ...], iters: int = 50,
               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
               device: torch.device | None = None) -> float:
-    v = torch.randn([1, *image_shape], generator=generator, dtype=dtype).to(device)
-    norm = v.norm()
-    for _ in range(iters):
-        v = operator.A_adjoint(operator.A(v / norm))
-        norm = v.norm()
-    return 1.01 * float(norm)
+    return 1.01 * spectral_norm_sq(operator, tuple(image_shape), 1, iters, generator, dtype, device)
 
 
 # ----------------------------------------------------------------------------

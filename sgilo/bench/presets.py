@@ -6,18 +6,19 @@ that depends on the image size (the centre box, the ratio for a fixed m) is reso
 actual image shape, so the same names work on the 64×64 bundled model and on tiny test generators.
 
 Solver presets are a dict of frozen solver configs (style guide rule 12). Tuning of step sizes, temperatures and step
-counts is done on `train/` images only (`sgilo.bench.lasso.tune_lambda` for the Lasso λ; the GAN solvers' values below
-are recorded in `SOLVER_PRESETS[...]["tuning"]`). The bundled generator does not exist yet, so the GAN-solver values are
-the solvers' paper defaults (not yet tuned on `train/`); `tuning` says so until a tuning run replaces them.
+counts is done on `train/` images only (`sgilo.bench.lasso.tune_lambda` for the Lasso λ; `sgilo bench-tune` for the
+generative solvers, whose tuned values live in `sgilo.solvers.presets`); `SOLVER_PRESETS[...]["tuning"]` says where
+each preset's values come from.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sgilo.bench.lasso import LassoConfig
 from sgilo.solvers.csgm import CSGMConfig
 from sgilo.solvers.ilo import ILOConfig
+from sgilo.solvers.presets import PRESETS
 from sgilo.solvers.sgilo import SGILOConfig
 
 
@@ -105,30 +106,43 @@ def preset_params(name: str, image_shape: tuple[int, int, int]) -> dict:
 # ----------------------------------------------------------------------------
 # Solver presets: configs per solver, the default image batch, and where the values come from.
 
+_TUNED = PRESETS["utkface64"]
+
 SOLVER_PRESETS: dict[str, dict] = {
-    # The solvers' published defaults (CSGM: Bora et al. 2017; ILO: its config.yaml; SGILO: sgilo.solvers.sgilo).
+    # The values tuned on train/ for the bundled model (`sgilo.solvers.presets`, docs/tuning.md), with fewer steps so
+    # that the default run (64 images × 12 tasks × 3 solvers) fits about 2 hours on a 2-core CPU (estimated from the
+    # measured 'quick' run: 54 s for 8 images × 3 tasks): CSGM 200 steps (paper 500); SGILO rounds (150, 50) instead
+    # of (200, 100) — 21.3 vs 21.4 dB on the 4 train/ tuning faces (docs/tuning.md).
     "default": {
-        "csgm": CSGMConfig(),
-        "ilo": ILOConfig(),
-        "sgilo": SGILOConfig(),
+        "csgm": replace(_TUNED["csgm"], steps=200),
+        "ilo": _TUNED["ilo"],
+        "sgilo": replace(_TUNED["sgilo"], steps=(150, 50)),
         "lasso-dct": LassoConfig(basis="dct"),
         "lasso-wavelet": LassoConfig(basis="wavelet"),
         "batch": 8,
         "n_images": 64,
-        "tuning": "paper defaults; NOT yet tuned on train/ (the bundled generator is still training)",
+        "tuning": "sgilo.solvers.presets 'utkface64': tuned on 4 train/ faces, inpaint-random 5% (docs/tuning.md); "
+                  "for time: CSGM 200 steps (paper: 500), SGILO rounds (150, 50) (tuned: 200, 100)",
     },
-    # Few steps, 2 SGILO chains, 1 CSGM restart. Estimate (not yet measured on the bundled model): 8 images × (60 + 50
-    # + 2·45) ≈ 1 600 row-steps per task at ≈ 0.15-0.2 s each (64×64 generator, fp32, one core) ≈ 4-5 min per task;
-    # the 3 'quick' tasks ≈ 6-8 min with `torchrun --nproc-per-node 2`.
+    # The same settings with about 1/4 of the steps and 2 SGILO chains, on 8 images.
     "quick": {
-        "csgm": CSGMConfig(steps=60, restarts=1),
-        "ilo": ILOConfig(steps=(15, 15, 10, 10)),
-        "sgilo": SGILOConfig(chains=2, steps=(15, 15, 15)),
+        "csgm": replace(_TUNED["csgm"], steps=100, restarts=1),
+        "ilo": replace(_TUNED["ilo"], steps=(20, 20, 10, 10)),
+        "sgilo": replace(_TUNED["sgilo"], chains=2, steps=(50, 25)),
         "lasso-dct": LassoConfig(basis="dct", iters=100),
         "lasso-wavelet": LassoConfig(basis="wavelet", iters=100),
         "batch": 8,
         "n_images": 8,
-        "tuning": "step counts scaled down from 'default' for time only",
+        "tuning": "the 'default' values with step counts scaled down for time only",
+    },
+    # The papers' defaults (`sgilo.solvers.presets` 'paper'), for other generators.
+    "paper": {
+        **PRESETS["paper"],
+        "lasso-dct": LassoConfig(basis="dct"),
+        "lasso-wavelet": LassoConfig(basis="wavelet"),
+        "batch": 8,
+        "n_images": 64,
+        "tuning": "paper defaults; not tuned",
     },
     # Pipeline check only (tests, smoke runs): a few steps, numbers are meaningless.
     "smoke": {

@@ -168,3 +168,23 @@ def as_image_shape(image_shape) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"image_shape: expected (C, H, W) of positive sizes, got {image_shape!r}")
     return shape
+
+
+# ----------------------------------------------------------------------------
+# ‖A‖₂² = λ_max(AᵀA) by power iteration on B random images (max over the batch, for per-image operators).
+
+
+@torch.no_grad()
+def spectral_norm_sq(operator: LinearOperator, image_shape: tuple[int, ...], batch: int = 1, iters: int = 30,
+                     generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str | None = None) -> float:
+    """Largest eigenvalue of AᵀA (the Lipschitz constant of ∇½‖Ax − y‖²), from below; converges geometrically.
+
+    Shapes: image_shape (C, H, W); ``batch`` = the operator's image batch when its buffers carry one per image.
+    """
+    v = torch.randn([batch, *image_shape], generator=generator, dtype=dtype).to(device)
+    norm = v.flatten(1).norm(dim=1)
+    for _ in range(iters):
+        v = operator.A_adjoint(operator.A(v / norm.reshape(-1, *[1] * len(image_shape))))
+        norm = v.flatten(1).norm(dim=1)
+    return float(norm.max())

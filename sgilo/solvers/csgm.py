@@ -21,8 +21,9 @@ from sgilo.operators.base import LinearOperator
 from sgilo.solvers.ilo import adam_step_factory
 from sgilo.solvers.langevin import check_positive
 from sgilo.solvers.result import Latents, Result
-from sgilo.solvers.rounds import (Constraints, Iterate, add_penalties, check_steps, final_images, geocross_penalty,
-                                  init_iterate, make_problem, run_rounds, select_rows, start_iterate, traces)
+from sgilo.solvers.rounds import (Constraints, Iterate, add_penalties, check_precision, check_steps, final_images,
+                                  geocross_penalty, init_iterate, make_problem, run_rounds, select_rows, start_iterate,
+                                  traces)
 
 
 # ----------------------------------------------------------------------------
@@ -38,6 +39,7 @@ class CSGMConfig:
     optimize_noises: bool = True      # Also optimise the per-layer noise maps.
     project: bool = False             # Spherical projection of z rows / noise maps (PULSE-style; off in CSGM).
     sigma_min: float = 0.05           # Noise floor σ_min of the likelihood.
+    precision: str = "fp32"       # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
     lpips_weight: float = 0.0         # Optional LPIPS weight; needs `perceptual`.
     geocross: float = 0.0             # GeoCross weight on w+ rows, relative to the MSE term (CSGM: none).
     seed: int = 0                     # Base seed of the per-row random streams.
@@ -45,6 +47,7 @@ class CSGMConfig:
     perceptual: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         check_positive(self.lr, "learning rate lr")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
@@ -67,7 +70,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     """
     c = config
     problem = make_problem(y, operator, G, fit, c.restarts, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
-                           c.lpips_weight, seeds)
+                           c.lpips_weight, seeds, c.precision)
     check_steps((c.steps,), problem.synthesis)
     lookahead = problem.synthesis.num_blocks if c.optimize_noises else -1
     ridge = (lambda it: 0.5 * c.ridge * it.z.flatten(1).square().sum(1)) if c.ridge > 0 else None

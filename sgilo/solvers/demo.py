@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from sgilo.generator.io import bundled_available, load_generator
 from sgilo.generator.latents import fit_gaussianized_w
 from sgilo.generator.stylegan2 import Generator, GeneratorConfig
 from sgilo.solvers import csgm, ilo, sgilo
+from sgilo.solvers.presets import preset_config
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "astronaut64.png"
 # Architecture of the bundled model (sgilo.training.generator.TrainConfig defaults) for the random stand-in.
@@ -80,9 +82,15 @@ def run_demo(out: str | Path, seed: int = 0, progress: bool = True, echo=print) 
     truth = torch.cat([load_image(ASSET, R), face])                        # [2, 3, R, R]
     tasks = {"inpaint-random 10%": Inpainting.random((R, R), 0.10, seed),
              "superres x4": SuperResolution(4, (3, R, R))}
-    solvers = {"CSGM": (csgm, csgm.CSGMConfig(steps=80, restarts=1, seed=seed, progress=progress)),
-               "ILO": (ilo, ilo.ILOConfig(steps=(30, 30, 20), seed=seed, progress=progress)),
-               "SGILO": (sgilo, sgilo.SGILOConfig(steps=(30, 30, 20), chains=4, seed=seed, progress=progress))}
+    # The tuned preset for the bundled model (paper defaults for the stand-in), with fewer steps to stay ≤ 3 min.
+    preset = "utkface64" if bundled_available() else "paper"
+    ilo_cfg = preset_config(preset, "ilo")
+    radii = None if ilo_cfg.l1_radius_h is None else ilo_cfg.l1_radius_h[:3]          # 3 rounds instead of 4
+    solvers = {"CSGM": (csgm, replace(preset_config(preset, "csgm"), steps=150, restarts=1, seed=seed,
+                                      progress=progress)),
+               "ILO": (ilo, replace(ilo_cfg, steps=(30, 30, 20), l1_radius_h=radii, seed=seed, progress=progress)),
+               "SGILO": (sgilo, replace(preset_config(preset, "sgilo"), steps=(100, 50), chains=4, seed=seed,
+                                        progress=progress))}
     rows, report = [], {"bundled_model": bundled_available(), "psnr": {}}
     for tname, op in tasks.items():
         y = op.measure(truth, generator=torch.Generator().manual_seed(seed))

@@ -24,8 +24,9 @@ from sgilo.generator.stylegan2 import Generator
 from sgilo.operators.base import LinearOperator
 from sgilo.solvers.langevin import check_positive
 from sgilo.solvers.result import Latents, Result
-from sgilo.solvers.rounds import (Constraints, Iterate, Problem, check_steps, final_images, geocross_penalty,
-                                  init_iterate, make_problem, render, run_rounds, start_iterate, traces)
+from sgilo.solvers.rounds import (Constraints, Iterate, Problem, check_precision, check_steps, final_images,
+                                  geocross_penalty, init_iterate, make_problem, render, run_rounds, start_iterate,
+                                  traces)
 from sgilo.solvers.schedules import ilo_lr, per_round
 
 
@@ -47,6 +48,7 @@ class ILOConfig:
     init: str = "randn"                         # z init: 'randn' (ILO) or 'ones' (sgilo reference).
     carry_skip: bool = True                     # Exact split (False reproduces the reference's dropped skip image).
     sigma_min: float = 0.05                     # Noise floor σ_min of the likelihood (ours; σ → 0 handled).
+    precision: str = "fp32"                 # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
     lpips_weight: float = 0.0                   # LPIPS weight (ILO pe = 1); needs `perceptual`.
     geocross: float = 0.01                      # GeoCross weight on w+ rows, relative to the MSE term (ILO: 0.01).
     seed: int = 0                               # Base seed of the per-row random streams.
@@ -54,6 +56,7 @@ class ILOConfig:
     perceptual: Callable | None = field(default=None, compare=False, repr=False)  # LPIPS(x, y) -> [B], local weights.
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         check_positive(self.lr, "learning rate lr")
         n = len(self.steps)
         for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise"):
@@ -101,7 +104,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     """
     c = config
     problem = make_problem(y, operator, G, fit, 1, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
-                           c.lpips_weight, seeds)
+                           c.lpips_weight, seeds, c.precision)
     steps = check_steps(tuple(c.steps), problem.synthesis)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
     penalty = geocross_penalty(problem, c.geocross)

@@ -50,6 +50,16 @@ class Problem:
     batch: int
     progress: bool = False
     records: dict[str, list] = field(default_factory=lambda: {"data": [], "pixels": [], "round": []})
+    precision: str = "fp32"   # generator tail in 'fp32' or under 'bf16' autocast (image cast back to fp32)
+    step_divisor: float = 1.0  # SGILO: Langevin steps are η / step_divisor (max(1, ‖A‖₂²) with normalize_step)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
 
 
 # ----------------------------------------------------------------------------
@@ -73,7 +83,8 @@ def resolve_fit(G: Generator, fit: GaussianizedW | None, seed: int) -> Gaussiani
 def make_problem(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None, chains: int,
                  seed: int, sigma_min: float, generator: torch.Generator | None, progress: bool,
                  perceptual: Callable | None = None, perceptual_weight: float = 0.0,
-                 seeds: Sequence[int] | None = None) -> Problem:
+                 seeds: Sequence[int] | None = None, precision: str = "fp32") -> Problem:
+    check_precision(precision)
     if not isinstance(chains, int) or chains < 1:
         raise ValueError(f"number of chains/samples/restarts must be an integer >= 1, got {chains!r}")
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
@@ -87,7 +98,7 @@ def make_problem(y: Tensor, operator: LinearOperator, G: Generator, fit: Gaussia
     if seeds is not None and (len(seeds) != y.shape[0] or not all(isinstance(v, int) for v in seeds)):
         raise ValueError(f"seeds: expected {y.shape[0]} integers (one per image of y), got {list(seeds)!r}")
     gens = StackedGenerator(seed, chains, y.shape[0], y.device, image_seeds=seeds)
-    return Problem(G.synthesis, fit, fidelity, gens, chains, y.shape[0], progress)
+    return Problem(G.synthesis, fit, fidelity, gens, chains, y.shape[0], progress, precision=precision)
 
 
 # ----------------------------------------------------------------------------
@@ -237,7 +248,16 @@ def add_penalties(*terms: Callable[[Iterate], Tensor] | None) -> Callable[[Itera
 
 
 def render(problem: Problem, it: Iterate) -> Tensor:
-    return tail(problem.synthesis, it.state(problem.fit))
+    """G_tail,k of the iterate; with precision 'bf16' the tail runs under bf16 autocast (the convolutions, 4-5x faster
+    on AMX CPUs and tensor-core GPUs) and the image is returned in the latents' dtype, so the data term, the scores
+    and the Langevin update stay in fp32."""
+    state = it.state(problem.fit)
+    if problem.precision == "bf16":
+        device = it.z.device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            x = tail(problem.synthesis, state)
+        return x.to(it.z.dtype)
+    return tail(problem.synthesis, state)
 
 
 # ----------------------------------------------------------------------------

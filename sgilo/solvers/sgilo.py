@@ -31,13 +31,14 @@ from torch import Tensor
 
 from sgilo.generator.latents import GaussianizedW
 from sgilo.generator.stylegan2 import Generator
-from sgilo.operators.base import LinearOperator
+from sgilo.operators.base import LinearOperator, spectral_norm_sq
 from sgilo.solvers.diagnostics import summarize, warn_if_unmixed
 from sgilo.solvers.ilo import adam_step_factory
 from sgilo.solvers.langevin import check_positive, langevin_step, reference_step
 from sgilo.solvers.result import Latents, Result
-from sgilo.solvers.rounds import (Constraints, Iterate, Problem, active_rows, check_steps, geocross_penalty,
-                                  init_iterate, make_problem, render, run_rounds, sampler_result, start_iterate, traces)
+from sgilo.solvers.rounds import (Constraints, Iterate, Problem, active_rows, check_precision, check_steps,
+                                  geocross_penalty, init_iterate, make_problem, render, run_rounds, sampler_result,
+                                  start_iterate, traces)
 from sgilo.solvers.schedules import per_round
 from sgilo.utils.shapes import assert_shape
 
@@ -53,6 +54,7 @@ class SGILOConfig:
     steps: tuple[int, ...] = (100, 100, 100)  # Steps per round, rounds k = 0..len-1 (reference: 300, 300, 300).
     eta: float = 3e-5                       # Langevin step η for z and noise maps (ours; tuned at 64 px, σ_min 0.05).
     eta_h: float | None = None              # Langevin step for h_k (None: same as eta).
+    normalize_step: bool = False            # Divide η, η_h by max(1, ‖A‖₂²) (stable for compressed sensing; ours).
     lam: float = 1.0                        # Prior weight λ (1 = Bayes).
     beta: float = 1.0                       # Inverse temperature β (1 = posterior, inf = MAP).
     t_h: float = 0.01                       # Diffusion time of the score s_θ(·, t_h) (reference hot time 0.01).
@@ -71,6 +73,7 @@ class SGILOConfig:
     init: str = "randn"                     # z init per chain ('ones' = reference, identical chains).
     carry_skip: bool = True                 # Exact split.
     sigma_min: float = 0.05                 # Noise floor σ_min of the likelihood.
+    precision: str = "fp32"             # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
     lpips_weight: float = 0.0               # Optional LPIPS weight; needs `perceptual`.
     geocross: float | None = None           # GeoCross weight (None: 0.001 in reference mode, 0 in langevin mode).
     seed: int = 0                           # Base seed; row (c, b) uses (seed, c, b) unless per-image seeds.
@@ -78,6 +81,7 @@ class SGILOConfig:
     perceptual: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.mode not in ("langevin", "reference"):
             raise ValueError(f"SGILO mode must be 'langevin' or 'reference', got {self.mode!r}")
         if not isinstance(self.chains, int) or self.chains < 1:
@@ -143,7 +147,7 @@ def variable_scores(it: Iterate, priors: Mapping, t_h: float) -> dict[str, Tenso
 def langevin_step_factory(problem: Problem, it: Iterate, c: SGILOConfig, priors: Mapping, cons: Constraints,
                           penalty: Callable[[Iterate], Tensor] | None = None):
     mask_z = active_rows(problem.synthesis, it.k, it.z)
-    eta = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) for n in it.params()}
+    eta = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) / problem.step_divisor for n in it.params()}
 
     def step(i: int) -> tuple[Tensor, Tensor]:
         x = render(problem, it)
@@ -197,8 +201,12 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     """
     c, priors = config, dict(priors or {})
     problem = make_problem(y, operator, G, fit, c.chains, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
-                           c.lpips_weight, seeds)
+                           c.lpips_weight, seeds, c.precision)
     steps = check_steps(tuple(c.steps), problem.synthesis)
+    if c.normalize_step:                  # same η·curvature of the data term as for a mask (‖A‖ = 1), never larger
+        shape = (G.img_channels, G.img_resolution, G.img_resolution)
+        gen = torch.Generator(device=y.device).manual_seed(0)
+        problem.step_divisor = max(1.0, spectral_norm_sq(operator, shape, y.shape[0], generator=gen, device=y.device))
     penalty = geocross_penalty(problem, c.geocross_weight)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
     tau_h = list(c.tau_h) if c.tau_h is not None else [0.0] + [0.1] * (len(steps) - 1)
@@ -219,5 +227,6 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     last = tr["round"] == (tr["round"].max() if len(tr["round"]) else 0)
     diag = summarize({"data": tr["data"][last], "pixels": tr["pixels"][last]}) if last.any() else {}
     diag.update({"stopped": stopped, "sigma_eff": problem.fidelity.sigma, "priors": sorted(priors),
+                 "step_divisor": problem.step_divisor,
                  "warning": warn_if_unmixed(diag) if diag else None})
     return sampler_result(problem, it, c, seconds, diag)

@@ -41,7 +41,11 @@ SOLVERS = {"csgm": (csgm, csgm.CSGMConfig), "ilo": (ilo, ilo.ILOConfig), "sgilo"
 
 def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] | None = None, seed: int = 0,
                 eta: float | None = None, mode: str | None = None, progress: bool = True,
-                lpips_weight: float | None = None, geocross: float | None = None):
+                lpips_weight: float | None = None, geocross: float | None = None, preset: str = "paper"):
+    """The ``preset`` config (`sgilo.solvers.presets`: 'paper' or 'utkface64') with the given overrides."""
+    from dataclasses import replace
+
+    from sgilo.solvers.presets import preset_config
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}, expected one of {sorted(SOLVERS)}")
     if samples is not None and (not isinstance(samples, int) or samples < 1):
@@ -60,7 +64,7 @@ def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] 
         kw.update({"chains": samples} if samples else {})
         kw.update({"eta": eta} if eta is not None else {})
         kw.update({"mode": mode} if mode else {})
-    return SOLVERS[solver][1](**kw)
+    return replace(preset_config(preset, solver), **kw)
 
 
 # ----------------------------------------------------------------------------

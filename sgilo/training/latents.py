@@ -56,7 +56,7 @@ def synthetic_latents(G: Generator, fit: GaussianizedW, layer: int, n: int, gene
 
 
 def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tensor, generator: torch.Generator | None,
-                     steps: tuple[int, ...] = (50, 50, 25, 25), batch: int = 16) -> dict[str, Tensor]:
+                     steps: tuple[int, ...] = (50, 50, 25, 25), batch: int = 64) -> dict[str, Tensor]:
     """ILO with A = I on ``images`` [n, 3, R, R] in [-1, 1]; rounds 0..max(layer, 0) so the last state is at ≥ k."""
     try:
         from sgilo.operators.pointwise import Denoising

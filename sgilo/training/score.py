@@ -27,7 +27,7 @@ from sgilo.training.latents import load_latents
 
 log = logging.getLogger(__name__)
 _ARCH_FIELDS = ("target", "d_model", "depth", "heads", "mlp_ratio", "patch", "scaler", "beta_min", "beta_max",
-                "latents")
+                "latents", "gaussian_skip", "t_sampling")
 
 
 # ----------------------------------------------------------------------------
@@ -48,6 +48,8 @@ class ScoreTrainConfig:
     grad_clip: float = 1.0              # Global gradient-norm clip.
     eps: float = 1e-3                   # t ~ U(eps, 1) (reference config eps 1e-3).
     likelihood_weighting: bool = False  # λ(t) = β(t) (Song et al. 2021b) instead of the ε-loss.
+    t_sampling: str = "mixed"           # 'uniform' (Song) or 'mixed' (½ log-uniform: more small-t samples; ours).
+    gaussian_skip: bool = True          # ε̂ = σ(t)·u + net (ours; keeps the reverse SDE stable, score_net.py).
     d_model: int = 128                  # Score network width.
     depth: int = 4                      # Transformer blocks.
     heads: int = 4                      # Attention heads.
@@ -111,7 +113,8 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     # Step 2: network, EMA, optimiser, optional resume.
     torch.manual_seed(cfg.seed)
     net_cfg = ScoreNetConfig(kind=cfg.target, latent_shape=tuple(data.shape[1:]), d_model=cfg.d_model,
-                             depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, patch=cfg.patch)
+                             depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, patch=cfg.patch,
+                             gaussian_skip=cfg.gaussian_skip, beta_min=cfg.beta_min, beta_max=cfg.beta_max)
     net = LatentScoreNet(net_cfg).to(device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -145,7 +148,8 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
         step = state["step"]
         gen = torch.Generator(device=device).manual_seed((cfg.seed * 1_000_003 + step) * 64 + rank)
         idx = torch.randint(0, u_all.shape[0], (local_batch,), generator=gen, device=device)
-        loss = dsm_loss(model, sde, u_all[idx], cfg.eps, cfg.likelihood_weighting, generator=gen)
+        loss = dsm_loss(model, sde, u_all[idx], cfg.eps, cfg.likelihood_weighting, generator=gen,
+                        t_sampling=cfg.t_sampling)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, cfg)
         opt.zero_grad(set_to_none=True)
