@@ -280,13 +280,16 @@ def train_score_cmd(latents, target, out, resume, steps, batch, lr, ema_decay, d
 @click.option("--prior", default=None, help="Latent prior: bundled name (z, h1, h2, ...) or PATH; none = G alone.")
 @click.option("--n", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--truncation", default=1.0, show_default=True, help="Truncation ψ (generator-only sampling).")
-@click.option("--naturalize", is_flag=True, help="Hot-start the all-ones z (or its h_k) and show before/after pairs.")
+@click.option("--naturalize", is_flag=True, help="Hot-start an off-manifold latent and show before/after pairs.")
+@click.option("--start", type=click.Choice(["ones", "noisy"]), default="ones", show_default=True,
+              help="--naturalize start: the all-ones z (reference) or a random latent + NOISE x per-feature std.")
+@click.option("--noise", default=3.0, show_default=True, type=click.FloatRange(min=0), help="Noise for --start noisy.")
 @click.option("--steps", default=500, show_default=True, help="PC steps (prior sampling) or hot-start steps.")
 @click.option("--snr", default=0.05, show_default=True, help="Langevin corrector signal-to-noise ratio.")
 @click.option("--t-start", default=0.5, show_default=True, help="Hot-start time t (perturbed to t first).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False))
-def sample_cmd(model, prior, n, truncation, naturalize, steps, snr, t_start, seed, out):
+def sample_cmd(model, prior, n, truncation, naturalize, start, noise, steps, snr, t_start, seed, out):
     """Draw an image grid from the generator, or from a latent prior decoded through the generator tail. Example:
     sgilo sample --prior h2 --n 16 --out h2.png   |   sgilo sample --prior z --naturalize --n 8"""
     import torch
@@ -300,8 +303,8 @@ def sample_cmd(model, prior, n, truncation, naturalize, steps, snr, t_start, see
     if prior is None:
         imgs = G(torch.randn([n, G.z_dim], generator=gen), truncation_psi=truncation)
     elif naturalize:
-        before, after = naturalize_pairs(G, fit, load_prior(prior), n, gen, t=t_start, n_steps=steps, snr=snr,
-                                         perturb=True)
+        before, after = naturalize_pairs(G, fit, load_prior(prior), n, gen, start=start, noise=noise, t=t_start,
+                                         n_steps=steps, snr=snr, perturb=True)
         imgs = torch.stack([before, after], 1).flatten(0, 1)                     # [2n, C, H, W] pairs
     else:
         imgs = sample_images(G, fit, load_prior(prior), n, gen, n_steps=steps, snr=snr)

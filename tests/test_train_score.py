@@ -97,7 +97,8 @@ def test_cli_make_latents_train_score_and_sample(tmp_path):
     assert r.exit_code == 0, r.output
     prior = str(tmp_path / "run" / "prior")
     for extra, n_img in ([], 4), (["--prior", prior, "--steps", "5"], 4), (["--prior", prior, "--naturalize",
-                                                                             "--steps", "3"], 8):
+                                                                             "--steps", "3"], 8), \
+            (["--prior", prior, "--naturalize", "--start", "noisy", "--noise", "2", "--steps", "3"], 8):
         out = tmp_path / f"grid{len(extra)}.png"
         r = run(main, ["sample", "--model", str(tmp_path / "G"), "--n", "4", "--out", str(out), *extra])
         assert r.exit_code == 0, r.output
@@ -106,3 +107,23 @@ def test_cli_make_latents_train_score_and_sample(tmp_path):
             assert im.size[0] > 32
     r = run(main, ["sample", "--model", str(tmp_path / "G"), "--prior", "h9", "--n", "2"])
     assert r.exit_code == 2 and "bundled prior 'h9'" in r.output
+
+
+def test_naturalize_noisy_start_changes_the_image():
+    # an (untrained, Gaussian-skip) h-prior on the tiny generator's h_1; bad start names fail with one line
+    from sgilo.generator import fit_gaussianized_w, head
+    from sgilo.priors import LatentPrior, LatentScaler, LatentScoreNet, ScoreNetConfig, VPSDE
+    from sgilo.priors.decode import naturalize_pairs
+    G = make_tiny_generator(32)
+    fit = fit_gaussianized_w(G.mapping, 2000, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    h = head(G.synthesis, fit(torch.randn(500, G.num_ws, G.w_dim, generator=g)), 1, noise_mode="const").h
+    net = LatentScoreNet(ScoreNetConfig(kind="h", latent_shape=tuple(h.shape[1:]), d_model=16, depth=1, heads=2,
+                                        gaussian_skip=True)).eval()
+    prior = LatentPrior(net, VPSDE(), LatentScaler(tuple(h.shape[1:])).fit(h), layer=1)
+    before, after = naturalize_pairs(G, fit, prior, 3, torch.Generator().manual_seed(1), start="noisy", noise=5.0,
+                                     t=0.5, n_steps=20)
+    assert before.shape == after.shape == (3, 3, 32, 32) and torch.isfinite(after).all()
+    assert not torch.allclose(before, after)
+    with pytest.raises(ValueError, match="naturalize start"):
+        naturalize_pairs(G, fit, prior, 1, None, start="zeros")

@@ -43,15 +43,29 @@ def sample_images(G: Generator, fit: GaussianizedW, prior: LatentPrior, n: int, 
 
 
 # ----------------------------------------------------------------------------
-# Before/after pairs of the hot start from the all-ones z (reference §1.4 initialisation).
+# Before/after pairs of the hot start from an off-manifold latent: the all-ones z (reference §1.4 initialisation), or
+# a random latent with Gaussian noise of `noise` × the prior's per-feature std added.
 
 
 @torch.no_grad()
 def naturalize_pairs(G: Generator, fit: GaussianizedW, prior: LatentPrior, n: int,
-                     generator: torch.Generator | None, **hot_kwargs) -> tuple[Tensor, Tensor]:
-    """Start from z = 1 (or h_k of z = 1), hot-start it with the prior; returns (before, after) images [n, C, R, R]."""
+                     generator: torch.Generator | None, start: str = "ones", noise: float = 3.0,
+                     **hot_kwargs) -> tuple[Tensor, Tensor]:
+    """Hot-start an off-manifold latent with the prior; returns (before, after) images [n, C, R, R].
+
+    ``start='ones'``: z = 1 (or h_k of z = 1), as the reference initialises; ``start='noisy'``: z ~ N(0, I) (or its
+    h_k) plus ``noise`` · scale · ξ, with scale the per-feature std of the prior's training latents.
+    """
     device = G.synthesis.b4.const.device
-    base_z = torch.ones([n, G.num_ws, G.w_dim], device=device)
-    start = base_z if prior.kind == "z" else head(G.synthesis, fit(base_z), prior.layer, noise_mode="const").h
-    after = prior.to(device).hot_start(start, generator=generator, **hot_kwargs)
-    return decode(G, fit, prior, start, base_z), decode(G, fit, prior, after, base_z)
+    if start not in ("ones", "noisy"):
+        raise ValueError(f"naturalize start must be 'ones' or 'noisy', got {start!r}")
+    if start == "ones":
+        base_z = torch.ones([n, G.num_ws, G.w_dim], device=device)
+    else:
+        base_z = torch.randn([n, G.num_ws, G.w_dim], generator=generator, device=device)
+    latent = base_z if prior.kind == "z" else head(G.synthesis, fit(base_z), prior.layer, noise_mode="const").h
+    if start == "noisy":
+        xi = torch.randn(latent.shape, generator=generator, device=device)
+        latent = latent + noise * prior.scaler.scale.to(device) * xi
+    after = prior.to(device).hot_start(latent, generator=generator, **hot_kwargs)
+    return decode(G, fit, prior, latent, base_z), decode(G, fit, prior, after, base_z)
