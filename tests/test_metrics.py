@@ -65,13 +65,19 @@ def test_measurement_residual():
 # Posterior metrics on samples from a known Gaussian.
 
 
-def test_coverage_matches_q_for_gaussian_samples():
-    g = torch.Generator().manual_seed(0)
-    K, B, shape = 200, 2, (3, 32, 32)
+def gaussian_draws(seed: int, K: int, B: int, shape: tuple[int, ...]):
+    """K posterior samples and one truth per image, all i.i.d. N(mu, s²) per pixel; returns the generator too."""
+    g = torch.Generator().manual_seed(seed)
     mu = torch.randn(B, *shape, generator=g)
     s = 0.1 + torch.rand(B, *shape, generator=g)
     samples = mu + s * torch.randn(K, B, *shape, generator=g)
     truth = mu + s * torch.randn(B, *shape, generator=g)
+    return samples, truth, mu, s, g
+
+
+def test_coverage_matches_q_for_gaussian_samples():
+    K, B, shape = 200, 2, (3, 32, 32)
+    samples, truth, mu, s, g = gaussian_draws(0, K, B, shape)
     for q in (0.5, 0.9):
         for method in ("predictive", "quantile"):
             cov = coverage(samples, truth, q, method=method)
@@ -86,12 +92,7 @@ def test_coverage_with_few_samples_predictive_is_calibrated_quantile_is_not():
     # K = 4 exchangeable Gaussian draws per pixel and the truth a 5th draw: the t prediction interval covers with
     # probability exactly q; the empirical-quantile interval lies inside [min, max], which holds the truth with
     # probability (K - 1)/(K + 1) = 0.6 only.
-    g = torch.Generator().manual_seed(2)
-    K, B, shape = 4, 2, (3, 64, 64)
-    mu = torch.randn(B, *shape, generator=g)
-    s = 0.1 + torch.rand(B, *shape, generator=g)
-    samples = mu + s * torch.randn(K, B, *shape, generator=g)
-    truth = mu + s * torch.randn(B, *shape, generator=g)
+    samples, truth, _, _, _ = gaussian_draws(2, 4, 2, (3, 64, 64))
     for q in (0.5, 0.9):
         cov = coverage(samples, truth, q)
         assert torch.all((cov - q).abs() < 0.02), (q, cov)

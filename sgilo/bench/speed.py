@@ -17,7 +17,6 @@ import math
 import platform
 import statistics
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -64,9 +63,8 @@ def sync(device: torch.device) -> None:
 
 
 def precision(dtype: str, device: torch.device):
-    if dtype not in ("fp32", "bf16"):
-        raise ValueError(f"dtype must be 'fp32' or 'bf16', got {dtype!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    from sgilo.solvers.rounds import autocast_for
+    return autocast_for(dtype, device.type)
 
 
 # ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A grid of solver-config overrides (cartesian product) is run on the first n images of the *train* split, one batch per
 grid point, and each point's per-image metrics (PSNR of the output/mean, SSIM, residual; for SGILO also coverage at
 50 %/90 %, diversity, R̂) and their means go to ``OUT/tune.jsonl``. Finished points are skipped on restart. The chosen
-values are then written into `sgilo.bench.presets.SOLVER_PRESETS` with the tuning command recorded there.
+values are then written into `sgilo.solvers.presets` (preset `utkface64`), with the grids in docs/tuning.md.
 
 Example (the tuning behind the 'default' SGILO preset):
     sgilo bench-tune --data ../shared/data/utkface64.zip --task inpaint-random --param observed=0.05 --solver sgilo \

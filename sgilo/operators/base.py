@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sgilo.utils.shapes import append_dims
+
 
 # ----------------------------------------------------------------------------
 # Noise models: applied after A, never inside it.
@@ -185,6 +187,6 @@ def spectral_norm_sq(operator: LinearOperator, image_shape: tuple[int, ...], bat
     v = torch.randn([batch, *image_shape], generator=generator, dtype=dtype).to(device)
     norm = v.flatten(1).norm(dim=1)
     for _ in range(iters):
-        v = operator.A_adjoint(operator.A(v / norm.reshape(-1, *[1] * len(image_shape))))
+        v = operator.A_adjoint(operator.A(v / append_dims(norm, v.ndim)))
         norm = v.flatten(1).norm(dim=1)
     return float(norm.max())

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgilo.utils.shapes import assert_shape
+from sgilo.priors.sde import VPSDE
+from sgilo.utils.shapes import append_dims, assert_shape
 
 
 # ----------------------------------------------------------------------------
@@ -160,11 +161,9 @@ class LatentScoreNet(nn.Module):
         for block in self.blocks:
             x = block(x, temb)
         out = self.from_tokens(self.out(self.norm(x)))
-        if self.cfg.gaussian_skip:                                                # σ(t) = sqrt(1 − exp(2 log α(t)))
-            log_alpha = -0.25 * t.double() ** 2 * (self.cfg.beta_max - self.cfg.beta_min) - 0.5 * t.double() * \
-                self.cfg.beta_min
-            sigma = (-torch.expm1(2 * log_alpha)).sqrt().to(u.dtype)
-            out = out + sigma.reshape(-1, *[1] * (u.ndim - 1)) * u
+        if self.cfg.gaussian_skip:
+            sigma = VPSDE(self.cfg.beta_min, self.cfg.beta_max).marginal_std(t).to(u.dtype)
+            out = out + append_dims(sigma, u.ndim) * u
         return out
 
     def num_parameters(self) -> int:

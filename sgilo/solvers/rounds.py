@@ -18,6 +18,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -51,7 +52,6 @@ class Problem:
     progress: bool = False
     records: dict[str, list] = field(default_factory=lambda: {"data": [], "pixels": [], "round": []})
     precision: str = "fp32"   # generator tail in 'fp32' or under 'bf16' autocast (image cast back to fp32)
-    step_divisor: float = 1.0  # SGILO: Langevin steps are η / step_divisor (max(1, ‖A‖₂²) with normalize_step)
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -60,6 +60,12 @@ PRECISIONS = ("fp32", "bf16")
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+
+
+def autocast_for(precision: str, device_type: str):
+    """bf16 autocast on ``device_type`` for 'bf16', a no-op context for 'fp32'."""
+    check_precision(precision)
+    return torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 # ----------------------------------------------------------------------------
@@ -251,13 +257,9 @@ def render(problem: Problem, it: Iterate) -> Tensor:
     """G_tail,k of the iterate; with precision 'bf16' the tail runs under bf16 autocast (the convolutions, 4-5x faster
     on AMX CPUs and tensor-core GPUs) and the image is returned in the latents' dtype, so the data term, the scores
     and the Langevin update stay in fp32."""
-    state = it.state(problem.fit)
-    if problem.precision == "bf16":
-        device = it.z.device.type
-        with torch.autocast(device, dtype=torch.bfloat16):
-            x = tail(problem.synthesis, state)
-        return x.to(it.z.dtype)
-    return tail(problem.synthesis, state)
+    with autocast_for(problem.precision, it.z.device.type):
+        x = tail(problem.synthesis, it.state(problem.fit))
+    return x.to(it.z.dtype)
 
 
 # ----------------------------------------------------------------------------

@@ -145,9 +145,9 @@ def variable_scores(it: Iterate, priors: Mapping, t_h: float) -> dict[str, Tenso
 
 
 def langevin_step_factory(problem: Problem, it: Iterate, c: SGILOConfig, priors: Mapping, cons: Constraints,
-                          penalty: Callable[[Iterate], Tensor] | None = None):
+                          penalty: Callable[[Iterate], Tensor] | None = None, step_divisor: float = 1.0):
     mask_z = active_rows(problem.synthesis, it.k, it.z)
-    eta = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) / problem.step_divisor for n in it.params()}
+    eta = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) / step_divisor for n in it.params()}
 
     def step(i: int) -> tuple[Tensor, Tensor]:
         x = render(problem, it)
@@ -203,10 +203,11 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     problem = make_problem(y, operator, G, fit, c.chains, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
                            c.lpips_weight, seeds, c.precision)
     steps = check_steps(tuple(c.steps), problem.synthesis)
+    step_divisor = 1.0
     if c.normalize_step:                  # same η·curvature of the data term as for a mask (‖A‖ = 1), never larger
         shape = (G.img_channels, G.img_resolution, G.img_resolution)
         gen = torch.Generator(device=y.device).manual_seed(0)
-        problem.step_divisor = max(1.0, spectral_norm_sq(operator, shape, y.shape[0], generator=gen, device=y.device))
+        step_divisor = max(1.0, spectral_norm_sq(operator, shape, y.shape[0], generator=gen, device=y.device))
     penalty = geocross_penalty(problem, c.geocross_weight)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
     tau_h = list(c.tau_h) if c.tau_h is not None else [0.0] + [0.1] * (len(steps) - 1)
@@ -214,7 +215,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     def make_step(it: Iterate, k: int):
         cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])
         if c.mode == "langevin":
-            return langevin_step_factory(problem, it, c, priors, cons, penalty)
+            return langevin_step_factory(problem, it, c, priors, cons, penalty, step_divisor)
         return adam_step_factory(problem, it, steps[k], lambda i: c.lr, cons, penalty,
                                  after=reference_after(problem, c, priors, tau_h[k]))
 
@@ -227,6 +228,6 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     last = tr["round"] == (tr["round"].max() if len(tr["round"]) else 0)
     diag = summarize({"data": tr["data"][last], "pixels": tr["pixels"][last]}) if last.any() else {}
     diag.update({"stopped": stopped, "sigma_eff": problem.fidelity.sigma, "priors": sorted(priors),
-                 "step_divisor": problem.step_divisor,
+                 "step_divisor": step_divisor,
                  "warning": warn_if_unmixed(diag) if diag else None})
     return sampler_result(problem, it, c, seconds, diag)
