@@ -25,13 +25,29 @@ def test_bench_speed_on_a_tiny_generator(tmp_path):
         parts = r["generator_s"] + r["score_s"] + r["other_s"]
         assert r["seconds_per_step"] == pytest.approx(parts) and 0 < r["generator_score_share"] <= 1
         assert r["flops_per_step"] > 0 and r["fraction_of_peak"] > 0
-        assert ("naive_over_ours" in r) == (r["dtype"] == "fp32")
+        assert ("naive_over_ours" in r) == (r["dtype"] == "fp32") == ("curvature_over_step" in r)
     # FLOPs grow with the number of rows N = B·K (same setting otherwise).
     fp32 = [r for r in rep["rows"] if r["dtype"] == "fp32"]
     assert fp32[1]["flops_per_step"] > 1.5 * fp32[0]["flops_per_step"]
     assert json.loads((tmp_path / "speed.json").read_text())["headline"] == rep["headline"]
     assert "| 2 | 2 | bf16 |" in (tmp_path / "speed.md").read_text()
     assert not any(p.requires_grad for p in G.parameters())                        # the naive copy left G frozen
+    assert rep["auto_precision"] == ("bf16" if rep["native_bf16"] else "fp32")
+
+
+def test_bench_speed_without_native_bf16_keeps_small_bf16_settings(tmp_path, monkeypatch):
+    import sgilo.bench.speed as speed
+    G = make_tiny_generator(32)
+    fit = fit_gaussianized_w(G.mapping, 1000, generator=torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    priors = {"z": random_prior((G.synthesis.num_ws, G.synthesis.w_dim), 0, cpu),
+              "h1": random_prior(tuple(h_shape(G.synthesis, 1)), 1, cpu)}
+    monkeypatch.setattr(speed, "native_bf16", lambda device: False)
+    cfg = SpeedConfig(batches=(1, 2), chains=(2,), steps=1, warmup=0, conv_shapes=((2, 16, 8),), emulated_bf16_rows=2,
+                      naive=False, curvature=False)
+    rep = run_speed(cfg, tmp_path, "cpu", models=(G, fit, priors))
+    assert sorted((r["rows"], r["dtype"]) for r in rep["rows"]) == [(2, "bf16"), (2, "fp32"), (4, "fp32")]
+    assert "emulated" in (tmp_path / "speed.md").read_text() and not rep["native_bf16"]
 
 
 def test_conv_peak_and_headline():

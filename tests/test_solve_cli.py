@@ -91,5 +91,5 @@ def test_presets_auto_and_overrides():
     assert default_preset("default") == "utkface64" and default_preset("/some/model") == "paper"
     tuned = make_config("sgilo", samples=8, seed=3, preset="utkface64")
     assert tuned.chains == 8 and tuned.seed == 3 and tuned.eta == PRESETS["utkface64"]["sgilo"].eta
-    assert tuned.precision == "bf16" and make_config("sgilo").precision == "fp32"
+    assert tuned.precision == "auto" and tuned.step_control == "curvature" and make_config("sgilo").precision == "fp32"
     assert make_config("ilo", steps=(5, 5, 5, 5), preset="utkface64").l1_radius_h is not None

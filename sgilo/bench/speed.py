@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from sgilo.checkpoints import atomic_write_text
+from sgilo.solvers.rounds import native_bf16, resolve_precision
 
 BUNDLED_ARCH = dict(img_resolution=64, channel_base=2048, channel_max=128, z_dim=256, w_dim=256, mapping_layers=4)
 
@@ -43,6 +44,8 @@ class SpeedConfig:
     round_k: int = 1                               # SGILO round timed (z, h_k, noise maps of block k)
     naive: bool = True                             # also time the reference-style step (fp32)
     conv_shapes: tuple[tuple[int, int, int], ...] = ((32, 128, 8), (32, 128, 16), (16, 128, 32), (16, 64, 64))
+    emulated_bf16_rows: int = 4                    # without native bf16: time bf16 only where B·K ≤ this, 1 step
+    curvature: bool = True                         # also time one curvature step-control estimate (fp32)
     seed: int = 0
 
 
@@ -232,11 +235,30 @@ def conv_peak(shapes, dtype: str, device: torch.device, reps: int = 3) -> dict:
 
 
 # ----------------------------------------------------------------------------
+# Seconds of one curvature step-control estimate at the round start (`sgilo.solvers.sgilo.curvature_control`).
+
+
+def curvature_seconds(problem, it, c, priors, device: torch.device) -> float:
+    from sgilo.solvers.sgilo import curvature_control
+
+    eta = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) for n in it.params()}
+    sync(device)
+    t0 = time.perf_counter()
+    curvature_control(problem, it, eta, replace(c, step_control="curvature"), priors)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------
 # Time one (B, K, dtype) setting: median seconds of each part, FLOP/s, and the naive ratio (fp32 only).
 
 
 def time_setting(models, B: int, K: int, dtype: str, cfg: SpeedConfig, device: torch.device, G_train) -> dict:
+    """Without native bf16 (`sgilo.solvers.rounds.native_bf16`) bf16 autocast is emulated and tens of times slower:
+    such settings get 1 warm-up and 1 timed step (`run_speed` keeps only the small ones)."""
     G, fit, priors = models
+    if dtype == "bf16" and not native_bf16(device):
+        cfg = replace(cfg, warmup=1, steps=1)
     problem, it, c, cons = setup_round(G, fit, B, K, cfg.round_k, device, cfg.seed)
     parts = []
     with precision(dtype, device):
@@ -250,11 +272,28 @@ def time_setting(models, B: int, K: int, dtype: str, cfg: SpeedConfig, device: t
     row = {"batch": B, "chains": K, "rows": B * K, "dtype": dtype, "seconds_per_step": total, "generator_s": gen,
            "score_s": score, "other_s": other, "generator_score_share": (gen + score) / total,
            "flops_per_step": flops_gen + flops_score, "achieved_flops_per_s": (flops_gen + flops_score) / total}
+    if cfg.curvature and dtype == "fp32":
+        row["curvature_s"] = curvature_seconds(problem, it, c, priors, device)
+        row["curvature_over_step"] = row["curvature_s"] / total
     if cfg.naive and dtype == "fp32":
         naive = [naive_step(problem, it, c, priors, G_train, device) for _ in range(cfg.warmup + cfg.steps)]
         row["naive_seconds_per_step"] = statistics.median(naive[cfg.warmup:])
         row["naive_over_ours"] = row["naive_seconds_per_step"] / total
     return row
+
+
+# ----------------------------------------------------------------------------
+# The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows.
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------
@@ -271,14 +310,18 @@ def run_speed(cfg: SpeedConfig, out: str | Path, device: torch.device | str, mod
     else:
         (G, fit, priors), source, notes = models, "given by the caller", []
     G_train = copy.deepcopy(G).requires_grad_(True) if cfg.naive else None
+    native = native_bf16(device)
     peak = {d: conv_peak(cfg.conv_shapes, d, device) for d in cfg.dtypes}
-    rows = [time_setting((G, fit, priors), B, K, d, cfg, device, G_train)
-            for B in cfg.batches for K in cfg.chains for d in cfg.dtypes]
+    grid = [(B, K, d) for B in cfg.batches for K in cfg.chains for d in cfg.dtypes
+            if native or d != "bf16" or B * K <= cfg.emulated_bf16_rows]
+    rows = [time_setting((G, fit, priors), B, K, d, cfg, device, G_train) for B, K, d in grid]
     best_peak = max(p["flops_per_s"] for p in peak.values())
     for r in rows:
         r["fraction_of_peak"] = r["achieved_flops_per_s"] / best_peak
         r["fraction_of_same_dtype_peak"] = r["achieved_flops_per_s"] / peak[r["dtype"]]["flops_per_s"]
-    report = {"device": str(device), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+    report = {"device": str(device), "cpu": cpu_name(), "torch": torch.__version__,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native,
+              "auto_precision": resolve_precision("auto", device),
               "threads": torch.get_num_threads(), "generator": source, "generator_config": G.cfg.to_dict(),
               "priors": notes, "round_k": cfg.round_k, "config": asdict(cfg), "peak": peak, "rows": rows,
               "headline": headline(rows)}
@@ -298,10 +341,12 @@ def headline(rows: list[dict]) -> dict:
     speedups = [by[(b, k, "fp32")]["seconds_per_step"] / r["seconds_per_step"]
                 for (b, k, d), r in by.items() if d == "bf16" and (b, k, "fp32") in by]
     naive = [r["naive_over_ours"] for r in rows if "naive_over_ours" in r]
+    curv = [r["curvature_over_step"] for r in rows if "curvature_over_step" in r]
     med = (lambda v: statistics.median(v) if v else math.nan)
     return {"min_generator_score_share": min(r["generator_score_share"] for r in rows),
             "median_bf16_speedup": med(speedups), "min_bf16_speedup": min(speedups) if speedups else math.nan,
-            "median_naive_over_ours": med(naive)}
+            "max_bf16_speedup": max(speedups) if speedups else math.nan,
+            "median_naive_over_ours": med(naive), "median_curvature_over_step": med(curv)}
 
 
 # ----------------------------------------------------------------------------
@@ -310,21 +355,26 @@ def headline(rows: list[dict]) -> dict:
 
 def speed_markdown(rep: dict) -> str:
     h = rep["headline"]
-    lines = [f"Device: {rep['device']} ({rep['cpu']}, {rep['threads']} threads, torch {rep['torch']}). "
+    bf16 = ("native" if rep["native_bf16"] else "emulated (no AMX / AVX-512 BF16 / CUDA): bf16 timed only at "
+            f"B·K ≤ {rep['config']['emulated_bf16_rows']}, 1 step")
+    lines = [f"Device: {rep['device']} ({rep['cpu']}, {rep['cpu_capability']}, {rep['threads']} threads, torch "
+             f"{rep['torch']}). bf16: {bf16}; `precision='auto'` uses {rep['auto_precision']} here. "
              f"Generator: {rep['generator']}. Priors: {', '.join(rep['priors']) or '–'}. Round k = {rep['round_k']}.",
              "", "Practical peak (best 3×3 conv): " + ", ".join(
                  f"{d} {p['flops_per_s'] / 1e9:.1f} GFLOP/s at [N, C, R] = {p['shape']}"
                  for d, p in rep["peak"].items()),
              "", f"Headline: generator+score share ≥ {h['min_generator_score_share']:.1%}; bf16/fp32 speed-up median "
-             f"{h['median_bf16_speedup']:.2f}× (min {h['min_bf16_speedup']:.2f}×); naive/ours median "
-             f"{h['median_naive_over_ours']:.2f}×.", "",
+             f"{h['median_bf16_speedup']:.2f}× (min {h['min_bf16_speedup']:.2f}×, max {h['max_bf16_speedup']:.2f}×); "
+             f"naive/ours median {h['median_naive_over_ours']:.2f}×; one curvature estimate (once per round) costs "
+             f"{h['median_curvature_over_step']:.1f} steps (median).", "",
              "| B | K | dtype | s/step | generator | score | other | G+score share | GFLOP/s | % of peak "
-             "| naive/ours |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| naive/ours | curvature/step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         naive = f"{r['naive_over_ours']:.2f}" if "naive_over_ours" in r else "–"
+        curv = f"{r['curvature_over_step']:.1f}" if "curvature_over_step" in r else "–"
         lines.append(f"| {r['batch']} | {r['chains']} | {r['dtype']} | {r['seconds_per_step']:.4f} | "
                      f"{r['generator_s']:.4f} | {r['score_s']:.4f} | {r['other_s']:.4f} | "
                      f"{r['generator_score_share']:.1%} | {r['achieved_flops_per_s'] / 1e9:.2f} | "
-                     f"{r['fraction_of_peak']:.1%} | {naive} |")
+                     f"{r['fraction_of_peak']:.1%} | {naive} | {curv} |")
     return "\n".join(lines) + "\n"

@@ -95,6 +95,47 @@ def bias_act(x: Tensor, b: Tensor, act: str, clamp: float | None = None) -> Tens
 
 
 # ----------------------------------------------------------------------------
+# Per-(sample, channel) scaling x ⊙ s in x's memory format. For a channels-last x the product is taken on its NHWC view,
+# where s broadcasts along the contiguous dimension: on CPUs the NCHW-shaped broadcast [B, C, 1, 1] over a channels-last
+# tensor measured 2× slower than the NHWC one (4.3 vs 2.2 ms at [32, 32, 64, 64], 2 threads).
+
+
+def _channels_last(x: Tensor) -> bool:
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def scale_channels(x: Tensor, s: Tensor) -> Tensor:
+    """Shapes: x [B, C, H, W], s [B, C] → [B, C, H, W]."""
+    s = s.to(x.dtype)
+    if _channels_last(x):
+        return (x.permute(0, 2, 3, 1) * s[:, None, None, :]).permute(0, 3, 1, 2)
+    return x * s[:, :, None, None]
+
+
+# ----------------------------------------------------------------------------
+# The modulated conv's epilogue, lrelu(x ⊙ d + g·noise + b) · √2 (then the optional clamp), in three passes over x:
+# √2 is folded into the coefficients (leaky ReLU is positively homogeneous), demodulation and bias are one addcmul.
+
+
+def demod_noise_bias_lrelu(x: Tensor, d: Tensor, noise: Tensor | None, strength: Tensor, bias: Tensor,
+                           clamp: float | None = None) -> Tensor:
+    """Shapes: x [B, C, H, W], d [B, C], noise [B|1, 1, H, W] or None, strength [], bias [C] → [B, C, H, W]."""
+    cl, dt = _channels_last(x), x.dtype
+    xv = x.permute(0, 2, 3, 1) if cl else x
+    dv = (d * SQRT2).to(dt)
+    dv = dv[:, None, None, :] if cl else dv[:, :, None, None]
+    bv = (bias * SQRT2).to(dt)
+    y = torch.addcmul(bv if cl else bv[:, None, None], xv, dv)
+    if noise is not None:
+        n = noise.to(dt) * (strength * SQRT2).to(dt)
+        y = y.add_(n.permute(0, 2, 3, 1) if cl else n)
+    y = F.leaky_relu_(y, 0.2)
+    if clamp is not None:
+        y = y.clamp(-clamp, clamp)                                    # out of place: lrelu_ saved y
+    return y.permute(0, 3, 1, 2) if cl else y
+
+
+# ----------------------------------------------------------------------------
 # 2-D FIR filter from a 1-D tap list: outer product normalised to sum 1 (NVlabs `setup_filter`).
 
 
@@ -205,16 +246,13 @@ class SynthesisLayer(nn.Module):
         # Σ_{i,k} (w_oik s_i)² = Σ_i s_i² Σ_k w_oik²: one [B, Cin] x [Cin, Cout] product instead of a [B, O, I, 3, 3] tensor.
         w2 = self.weight.float().square().sum([2, 3])                      # [Cout, Cin]
         dcoefs = (styles.float().square() @ w2.t() + 1e-8).rsqrt()         # [B, Cout]  (Eq. 3)
-        x = x * styles.to(x.dtype).reshape(-1, self.in_channels, 1, 1)     # (Eq. 1) on the activations
+        x = scale_channels(x, styles)                                      # (Eq. 1) on the activations
         if self.up == 1:
             x = F.conv2d(x, weight, padding=1)
         else:
             x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)   # [B, Cout, 2r+1, 2r+1]
             x = upfirdn2d(x, self.resample_filter, pad=(1, 1, 1, 1), gain=4.0)  # [B, Cout, 2r, 2r]
-        x = x * dcoefs.to(x.dtype).reshape(-1, self.out_channels, 1, 1)
-        if noise is not None:
-            x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
-        return bias_act(x, self.bias, "lrelu", self.conv_clamp)
+        return demod_noise_bias_lrelu(x, dcoefs, noise, self.noise_strength, self.bias, self.conv_clamp)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}->{self.out_channels}, res={self.resolution}, up={self.up}"
@@ -235,8 +273,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         styles = self.affine(w) * self.weight_gain                         # [B, Cin]
-        x = x * styles.to(x.dtype).reshape(-1, self.in_channels, 1, 1)
-        x = F.conv2d(x, self.weight.to(x.dtype))
+        x = F.conv2d(scale_channels(x, styles), self.weight.to(x.dtype))
         return bias_act(x, self.bias, "linear", self.conv_clamp)
 
 

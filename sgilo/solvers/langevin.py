@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from sgilo.solvers.rng import StackedGenerator, randn_like
+from sgilo.utils.shapes import append_dims
 
 VP_BETA_MIN, VP_BETA_MAX, VP_NUM_SCALES = 0.1, 20.0, 1000   # reference VP-SDE (§3.2)
 
@@ -47,24 +48,31 @@ def check_positive(value: float, name: str, allow_inf: bool = False) -> float:
 # One projected ULA step (Eq. 5).
 
 
-def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float, lam: float = 1.0, beta: float = 1.0,
-                  generator: StackedGenerator | torch.Generator | None = None,
+def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float | Tensor, lam: float = 1.0,
+                  beta: float = 1.0, generator: StackedGenerator | torch.Generator | None = None,
                   project: Callable[[Tensor], Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
     """x' = Π(x − η∇f(x) + ηλ s(x) + sqrt(2η/β) u).
 
     Args:
         x: current iterate [N, ...]; grad_f: ∇f(x), same shape; score: s(x) = ∇ log p(x) or None (no prior).
-        eta: step size η > 0; lam: prior weight λ ≥ 0; beta: inverse temperature β > 0 (inf = MAP, no noise).
+        eta: step size η > 0, one number or one per row [N] (each row is its own chain, so a per-row step is still a
+            ULA step for that chain); lam: prior weight λ ≥ 0; beta: inverse temperature β > 0 (inf = MAP, no noise).
         generator: per-row generators (or one generator) for u; project: Π (identity if None);
         mask: optional {0,1} tensor broadcastable to x; rows with 0 are left unchanged (conditional update).
     Shapes: all tensors [N, ...]; returns [N, ...].
     """
-    check_positive(eta, "step size eta")
+    if isinstance(eta, Tensor):
+        if eta.shape != (x.shape[0],) or not bool((torch.isfinite(eta) & (eta > 0)).all()):
+            raise ValueError(f"per-row step size eta must be a finite positive tensor of shape [{x.shape[0]}], got "
+                             f"shape {tuple(eta.shape)}")
+        eta = append_dims(eta.to(x.dtype), x.ndim)
+    else:
+        check_positive(eta, "step size eta")
     check_positive(beta, "inverse temperature beta", allow_inf=True)
     drift = -grad_f if score is None or lam == 0 else lam * score - grad_f
     dx = eta * drift
     if not math.isinf(beta):
-        dx = dx + math.sqrt(2 * eta / beta) * randn_like(x, generator)
+        dx = dx + (2 * eta / beta) ** 0.5 * randn_like(x, generator)
     if mask is not None:
         dx = dx * mask
     x_new = x + dx

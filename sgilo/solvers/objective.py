@@ -85,6 +85,15 @@ class DataFidelity:
         ny = self.y.flatten(1).norm(dim=1).clamp_min(1e-12).repeat(x.shape[0] // self.batch)
         return self.residual_sq(x).sqrt() / ny
 
+    def normal_product(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The Hessian of the Gaussian term applied to image-space directions: (AᵀA v / σ², ‖A v‖² / σ² per row).
+
+        Shapes: v [K·B, C, H, W] → ([K·B, C, H, W], [K·B]). Used by the curvature step control (`curvature.py`)."""
+        av = [self.operator.A(vc) for vc in self._chunks(v)]
+        ata = torch.cat([self.operator.A_adjoint(a) for a in av]) / self.sigma**2
+        quad = torch.cat([a.flatten(1).square().sum(1) for a in av]) / self.sigma**2
+        return ata, quad
+
     def __call__(self, x: Tensor) -> Tensor:
         f = self.residual_sq(x) / (2 * self.sigma**2)
         if self.perceptual_weight > 0:

@@ -31,9 +31,9 @@ BIG = 1e9   # "no ℓ1 ball" for rounds where a radius is required positionally 
 PRESETS: dict[str, dict] = {
     "paper": {"csgm": CSGMConfig(), "ilo": ILOConfig(), "sgilo": SGILOConfig()},
     "utkface64": {
-        "csgm": CSGMConfig(precision="bf16"),
-        "ilo": ILOConfig(l1_radius_h=(BIG, 300.0, 300.0, 300.0), precision="bf16"),
-        "sgilo": SGILOConfig(eta=2e-3, eta_h=1e-4, steps=(200, 100), chains=4, normalize_step=True, precision="bf16"),
+        "csgm": CSGMConfig(precision="auto"),
+        "ilo": ILOConfig(l1_radius_h=(BIG, 300.0, 300.0, 300.0), precision="auto"),
+        "sgilo": SGILOConfig(eta=2e-3, eta_h=1e-4, steps=(200, 100), chains=4, step_control="curvature", precision="auto"),
     },
 }
 
