@@ -91,7 +91,7 @@ def test_curvature_control_on_tiny_generator(tiny_generator):
     assert wild.diagnostics["stopped"] or float(wild.samples.abs().max()) > 1e3
     assert ctl.diagnostics["stopped"] is None and float(ctl.samples.abs().max()) < 20
     rec = ctl.diagnostics["curvature"]
-    assert [r["k"] for r in rec] == [0, 1] and [r["kappa"] for r in rec] == [10.0, 0.5] and len(rec[1]["rho"]) == 4
+    assert [r["k"] for r in rec] == [0, 1] and [r["kappa"] for r in rec] == [30.0, 0.5] and len(rec[1]["rho"]) == 4
     assert all(0 < s <= 1 for s in rec[1]["scale"]) and min(rec[1]["scale"]) < 1
     assert all(s == pytest.approx(min(1.0, 0.5 / r)) for s, r in zip(rec[1]["scale"], rec[1]["rho"], strict=True))
     easy = dict(base, eta_h=1e-6)

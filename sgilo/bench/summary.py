@@ -6,6 +6,10 @@ uncertainty maps, PSNR and MSE against the number of measurements as in Bora et 
 
 Cells from different seeds of the same image are pooled as if independent; non-finite values (e.g. PSNR = inf for an
 exact reconstruction) are left out and `n` counts the finite ones.
+
+Every solver sees the same images and measurements, so SGILO's PSNR is also compared *paired*: for each other solver s
+the differences d = PSNR_sgilo − PSNR_s of the cells matched on (image, seed) get their own t-interval
+(``summary[task]["sgilo"]["psnr_gain_over_<s>"]``), which removes the image-to-image spread shared by all solvers.
 """
 
 from __future__ import annotations
@@ -57,6 +61,23 @@ def summarize(records: list[dict], tasks: tuple[str, ...] | None = None,
                              **({"rhat": r["rhat"]} if r.get("rhat") is not None else {})}.items():
                     values.setdefault(k, []).append(v)
             out.setdefault(t, {})[s] = {k: t_interval(v) for k, v in values.items()}
+        if "sgilo" in out.get(t, {}):
+            out[t]["sgilo"].update(paired_gains(records, t, [s for s in out[t] if s != "sgilo"]))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Paired PSNR differences SGILO − s over the (image, seed) cells both solvers finished.
+
+
+def paired_gains(records: list[dict], task: str, others: list[str]) -> dict:
+    by = {(r["solver"], r["image"], r["seed"]): r["metrics"].get("psnr") for r in records if r["task"] == task}
+    out = {}
+    for s in others:
+        keys = [(i, sd) for (sv, i, sd) in by if sv == "sgilo" and (s, i, sd) in by]
+        diffs = [by[("sgilo", i, sd)] - by[(s, i, sd)] for i, sd in keys
+                 if by[("sgilo", i, sd)] is not None and by[(s, i, sd)] is not None]
+        out[f"psnr_gain_over_{s}"] = t_interval(diffs)
     return out
 
 
@@ -103,6 +124,15 @@ def markdown(summary: dict, records: list[dict], solvers: tuple[str, ...]) -> st
             cells = [fmt(row.get(s, {}).get(metric), digits) for s in solvers]
             extra = f" {sgilo_verdict(row)} |" if metric == "psnr" else ""
             lines.append(f"| {t} | {n} | {' | '.join(cells)} |{extra}")
+        lines.append("")
+    others = [s for s in solvers if s != "sgilo"]
+    if "sgilo" in solvers and others:
+        lines += ["### SGILO − other solver, PSNR (dB), paired over the same images", "",
+                  f"| task | n | {' | '.join(f'SGILO − {s}' for s in others)} |", "|" + "---|" * (len(others) + 2)]
+        for t, row in summary.items():
+            gains = [row.get("sgilo", {}).get(f"psnr_gain_over_{s}") for s in others]
+            n = max((g["n"] for g in gains if g), default=0)
+            lines.append(f"| {t} | {n} | {' | '.join(fmt(g) for g in gains)} |")
         lines.append("")
     samplers = [(t, row["sgilo"]) for t, row in summary.items() if "sgilo" in row and "coverage90" in row["sgilo"]]
     if samplers:
