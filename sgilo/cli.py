@@ -174,9 +174,13 @@ except ImportError:  # pragma: no cover - before the operators issue lands
 @click.option("--lpips-weight", type=float, default=None, help="Weight of LPIPS in the data term (needs the file).")
 @click.option("--geocross", type=float, default=None, help="GeoCross weight [default: the solver's].")
 @click.option("--init", default=None, help="Continue from a run folder / its latents.safetensors.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+              help="Generator tail precision [default: the preset's; auto = bf16 only where native].")
+@click.option("--step-control", type=click.Choice(["none", "curvature"]), default=None,
+              help="SGILO step control [default: the preset's; curvature in utkface64].")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, preset, lpips_weights, lpips_weight,
-              geocross, init, out, task, **task_kw):
+              geocross, init, precision, step_control, out, task, **task_kw):
     """Reconstruct an image: sgilo solve --image face.png --task inpaint-random --observed 0.05 --out runs/x"""
     from sgilo.bench.tasks import make_operator, task_params
     from sgilo.solvers.solve_cli import make_config, solve_image
@@ -187,7 +191,7 @@ def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, pres
     from sgilo.solvers.presets import default_preset
     preset = default_preset(model) if preset == "auto" else preset
     config = make_config(solver, samples, steps_t, seed, eta, mode, lpips_weight=lpips_weight, geocross=geocross,
-                         preset=preset)
+                         preset=preset, precision=precision, step_control=step_control)
     info: dict = {}
 
     def make_op(shape):

@@ -93,3 +93,12 @@ def test_presets_auto_and_overrides():
     assert tuned.chains == 8 and tuned.seed == 3 and tuned.eta == PRESETS["utkface64"]["sgilo"].eta
     assert tuned.precision == "auto" and tuned.step_control == "curvature" and make_config("sgilo").precision == "fp32"
     assert make_config("ilo", steps=(5, 5, 5, 5), preset="utkface64").l1_radius_h is not None
+
+
+def test_precision_and_step_control_overrides():
+    from sgilo.solvers.solve_cli import make_config
+    c = make_config("sgilo", preset="utkface64", precision="fp32", step_control="none")
+    assert c.precision == "fp32" and c.step_control == "none"
+    assert make_config("ilo", preset="utkface64", precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="step-control"):
+        make_config("csgm", step_control="curvature")

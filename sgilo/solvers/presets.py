@@ -3,7 +3,7 @@
 * ``paper``: the dataclass defaults — CSGM as in Bora et al. 2017, ILO as in its config (ℓ1 balls off), SGILO's
   ``langevin`` mode with our 64-px default step.
 * ``utkface64``: tuned with `sgilo bench-tune` on the first 4 `train/` faces (never `test/`), task inpaint-random with
-  5 % observed pixels, 4 chains, bf16 autocast of the generator tail. The commands and their tables are in
+  5 % observed pixels, 4 chains, bf16 autocast of the generator tail (then; now ``auto``). The commands and their tables are in
   ``docs/tuning.md``. Findings that set the values:
   - ILO without ℓ1 balls over-fits sparse measurements (PSNR 11.9 dB); an ℓ1 ball of radius 300 around the previous
     round's h_k for rounds k ≥ 1 gave the best of {30, 100, 300, 1000, 3000} (18.3 dB).
@@ -15,6 +15,12 @@
     t_h = 0.01 (see docs/models.md), so it does not keep the 8×8 features on the generator's range. Rounds: k = 0, 1.
   - The learned z prior and the exact N(0, I) score of z give the same PSNR (21.4 vs 21.5 dB); t_h ∈ {0.01, 0.1, 0.3}
     changes it by < 0.25 dB. Defaults: the learned priors, t_h = 0.01 (the reference's hot time).
+  - Those steps diverge on operators that observe most of the image (inpaint-box, colorize: −165 / −173 dB on the
+    held-out benchmark), so SGILO runs with the curvature step control (`sgilo.solvers.curvature`); its bound
+    κ_z = 30 for round 0 was the best or within 0.2 dB of the best of {3, 10, 30, 100, ∞} on 4 train/ faces of each of
+    six tasks except denoising (100 better by 0.7 dB); κ_h = 1 (ULA-stable) once h_k moves.
+  - Precision ``auto``: bf16 autocast where it is native (AMX / AVX-512 BF16 CPUs, CUDA), else fp32 (the values were
+    tuned in bf16 on an AMX CPU; emulated bf16 on an AVX2 CPU is 7–10× slower than fp32).
 
 `sgilo solve` uses ``utkface64`` for the bundled model and ``paper`` for any other model (``--preset`` overrides);
 `sgilo bench` builds its 'default' and 'quick' presets from these.

@@ -64,7 +64,7 @@ class SGILOConfig:
     steps: tuple[int, ...] = (100, 100, 100)  # Steps per round, rounds k = 0..len-1 (reference: 300, 300, 300).
     eta: float = 3e-5                       # Langevin step η for z and noise maps (ours; tuned at 64 px, σ_min 0.05).
     eta_h: float | None = None              # Langevin step for h_k (None: same as eta).
-    step_control: str = "none"              # 'none' or 'curvature': lower η per row so ρ ≤ κ (curvature.py; ours).
+    step_control: str = "none"              # langevin mode: "none" or "curvature" (lower η per row so ρ ≤ κ; ours).
     kappa_z: float = 30.0                   # curvature control: bound on ρ when all variables are sphere-projected.
     kappa_h: float = 1.0                    # curvature control: bound on ρ once h_k moves (ULA stable: ρ < 2).
     curvature_iters: int = 3                # curvature control: power iterations per estimate (round start).

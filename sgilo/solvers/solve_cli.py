@@ -41,7 +41,8 @@ SOLVERS = {"csgm": (csgm, csgm.CSGMConfig), "ilo": (ilo, ilo.ILOConfig), "sgilo"
 
 def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] | None = None, seed: int = 0,
                 eta: float | None = None, mode: str | None = None, progress: bool = True,
-                lpips_weight: float | None = None, geocross: float | None = None, preset: str = "paper"):
+                lpips_weight: float | None = None, geocross: float | None = None, preset: str = "paper",
+                precision: str | None = None, step_control: str | None = None):
     """The ``preset`` config (`sgilo.solvers.presets`: 'paper' or 'utkface64') with the given overrides."""
     from dataclasses import replace
 
@@ -50,7 +51,7 @@ def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] 
         raise ValueError(f"unknown solver {solver!r}, expected one of {sorted(SOLVERS)}")
     if samples is not None and (not isinstance(samples, int) or samples < 1):
         raise ValueError(f"--samples K must be an integer >= 1, got {samples!r}")
-    kw: dict = {"seed": seed, "progress": progress}
+    kw: dict = {"seed": seed, "progress": progress, **({"precision": precision} if precision else {})}
     for name, v in (("lpips_weight", lpips_weight), ("geocross", geocross)):
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v!r}")
@@ -64,6 +65,9 @@ def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] 
         kw.update({"chains": samples} if samples else {})
         kw.update({"eta": eta} if eta is not None else {})
         kw.update({"mode": mode} if mode else {})
+        kw.update({"step_control": step_control} if step_control else {})
+    elif step_control:
+        raise ValueError(f"--step-control applies to --solver sgilo only, got --solver {solver}")
     return replace(preset_config(preset, solver), **kw)
 
 
