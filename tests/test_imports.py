@@ -4,6 +4,7 @@ import sgilo.cli, sgilo.bench or sgilo.training."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,3 +32,29 @@ def test_core_modules_do_not_import_cli_bench_training():
     assert "sgilo.generator.convert" in loaded and "sgilo.generator.safe_pickle" in loaded
     bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert not bad, f"core modules imported {bad}"
+
+
+# Every module of the package (bench and cli included) must import with only the runtime dependencies of
+# pyproject.toml: the test extras (scipy, scikit-image) are blocked in the subprocess.
+NO_TEST_DEPS = """
+import importlib, pkgutil, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("scipy", "skimage"):
+            raise ImportError("blocked test-only dependency " + name)
+sys.meta_path.insert(0, Block())
+import sgilo
+for info in pkgutil.walk_packages(sgilo.__path__, "sgilo."):
+    if not info.name.endswith("__main__"):
+        importlib.import_module(info.name)
+from sgilo.bench.summary import t_interval
+print(t_interval([0.0, 1.0, 2.0, 3.0])["ci95"])
+"""
+
+
+def test_package_imports_without_test_extras():
+    out = subprocess.run([sys.executable, "-c", NO_TEST_DEPS], capture_output=True, text=True, timeout=180,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    # t_3(0.975) * s / sqrt(4) with s = sqrt(5/3): 3.18245 * 1.29099 / 2
+    assert abs(float(out.stdout.strip().splitlines()[-1]) - 3.182446 * math.sqrt(5 / 3) / 2) < 1e-4

@@ -19,9 +19,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from sgilo.checkpoints import atomic_write_text
+from sgilo.metrics.posterior import student_t_quantile
 
 CI_METHOD = "Student-t 95% confidence interval of the mean (half-width), over all (image, seed) cells"
 MAIN_METRICS = ("psnr", "ssim", "residual")
@@ -37,7 +37,7 @@ def t_interval(values: list[float]) -> dict:
     n = int(v.size)
     if n == 0:
         return {"mean": None, "ci95": None, "n": 0}
-    ci = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)) if n >= 2 else None
+    ci = float(student_t_quantile(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)) if n >= 2 else None
     return {"mean": float(v.mean()), "ci95": ci, "n": n}
 
 
