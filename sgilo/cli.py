@@ -62,7 +62,8 @@ def theory_cmd(name: str, out: str, quick: bool, seed: int) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (resumable).")
 @click.option("--quick", is_flag=True,
               help="Preset 'quick': 8 images, the 'quick' tasks unless --tasks is given, fewer steps.")
-@click.option("--preset", default=None, help="Solver preset: default, quick or smoke (overrides --quick).")
+@click.option("--preset", default=None,
+              help="Solver preset: default, tuned (full tuned budgets), paper, quick or smoke (overrides --quick).")
 @click.option("--model", default="default", show_default=True, help="Generator name or path.")
 @click.option("--prior", "priors", multiple=True, default=("default",), show_default=True,
               help="'default', 'none' or a prior path (repeatable).")

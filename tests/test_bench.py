@@ -19,7 +19,7 @@ from scipy import stats
 
 import sgilo.bench.run as bench_run
 from conftest import make_tiny_generator
-from sgilo.bench.presets import TASK_GROUPS, expand_tasks, preset_params
+from sgilo.bench.presets import SOLVER_PRESETS, SOLVERS, TASK_GROUPS, expand_tasks, preset_params
 from sgilo.bench.run import BenchConfig, measure_images, run_bench
 from sgilo.bench.summary import sgilo_verdict, summarize, t_interval
 from sgilo.bench.tasks import make_operator, task_params
@@ -64,6 +64,15 @@ def test_presets_resolve_to_operators():
         preset_params("csgm-m5000", (3, 32, 32))
     with pytest.raises(ValueError, match="unknown task preset"):
         expand_tasks("inpaint-nothing")
+
+
+def test_solver_presets_are_complete():
+    from sgilo.solvers.presets import PRESETS
+    for name, preset in SOLVER_PRESETS.items():
+        assert set(SOLVERS) <= set(preset) and preset["batch"] >= 1 and preset["n_images"] >= 1, name
+    tuned, default = SOLVER_PRESETS["tuned"], SOLVER_PRESETS["default"]
+    assert all(tuned[s] == PRESETS["utkface64"][s] for s in ("csgm", "ilo", "sgilo"))
+    assert tuned["sgilo"].chains * sum(tuned["sgilo"].steps) > default["sgilo"].chains * sum(default["sgilo"].steps)
 
 
 def test_t_interval_and_verdict():

@@ -140,6 +140,16 @@ SOLVER_PRESETS: dict[str, dict] = {
         "n_images": 8,
         "tuning": "the 'default' values with step counts scaled down for time only",
     },
+    # The full tuned budgets of `sgilo.solvers.presets` 'utkface64' (CSGM 500 steps × 2 restarts, ILO (50, 50, 25, 25),
+    # SGILO 4 chains × (200, 100)): about 2.5× the 'default' run's time; for follow-up runs on a few tasks.
+    "tuned": {
+        **_TUNED,
+        "lasso-dct": LassoConfig(basis="dct"),
+        "lasso-wavelet": LassoConfig(basis="wavelet"),
+        "batch": 8,
+        "n_images": 64,
+        "tuning": "sgilo.solvers.presets 'utkface64' at full budget: tuned on 4 train/ faces (docs/tuning.md)",
+    },
     # The papers' defaults (`sgilo.solvers.presets` 'paper'), for other generators.
     "paper": {
         **PRESETS["paper"],
