@@ -108,6 +108,14 @@ def preset_params(name: str, image_shape: tuple[int, int, int]) -> dict:
 
 _TUNED = PRESETS["utkface64"]
 
+
+def _solver_preset_as_is(name: str, tuning: str) -> dict:
+    """A bench preset that runs `sgilo.solvers.presets` PRESETS[name] unchanged, with default Lasso configs, batch 8
+    and 64 images."""
+    return {**PRESETS[name], "lasso-dct": LassoConfig(basis="dct"), "lasso-wavelet": LassoConfig(basis="wavelet"),
+            "batch": 8, "n_images": 64, "tuning": tuning}
+
+
 SOLVER_PRESETS: dict[str, dict] = {
     # The values tuned on train/ for the bundled model (`sgilo.solvers.presets`, docs/tuning.md) with fewer steps, so
     # that the default run (64 images × 12 tasks × 3 solvers) fits 2 hours on a 2-core AVX2 CPU without native bf16
@@ -142,23 +150,10 @@ SOLVER_PRESETS: dict[str, dict] = {
     },
     # The full tuned budgets of `sgilo.solvers.presets` 'utkface64' (CSGM 500 steps × 2 restarts, ILO (50, 50, 25, 25),
     # SGILO 4 chains × (200, 100)): about 2.5× the 'default' run's time; for follow-up runs on a few tasks.
-    "tuned": {
-        **_TUNED,
-        "lasso-dct": LassoConfig(basis="dct"),
-        "lasso-wavelet": LassoConfig(basis="wavelet"),
-        "batch": 8,
-        "n_images": 64,
-        "tuning": "sgilo.solvers.presets 'utkface64' at full budget: tuned on 4 train/ faces (docs/tuning.md)",
-    },
+    "tuned": _solver_preset_as_is("utkface64", "sgilo.solvers.presets 'utkface64' at full budget: tuned on 4 train/ "
+                                               "faces (docs/tuning.md)"),
     # The papers' defaults (`sgilo.solvers.presets` 'paper'), for other generators.
-    "paper": {
-        **PRESETS["paper"],
-        "lasso-dct": LassoConfig(basis="dct"),
-        "lasso-wavelet": LassoConfig(basis="wavelet"),
-        "batch": 8,
-        "n_images": 64,
-        "tuning": "paper defaults; not tuned",
-    },
+    "paper": _solver_preset_as_is("paper", "paper defaults; not tuned"),
     # Pipeline check only (tests, smoke runs): a few steps, numbers are meaningless.
     "smoke": {
         "csgm": CSGMConfig(steps=3, restarts=1),
