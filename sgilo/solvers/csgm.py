@@ -9,7 +9,7 @@ loss f is kept (Bora et al. 2017, Sec. 6). Optional GeoCross on the w+ rows (PUL
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -59,12 +59,14 @@ class CSGMConfig:
 # Solve y = A G(z) + noise by CSGM.
 
 
-def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None,
-          config: CSGMConfig = CSGMConfig(), generator: torch.Generator | None = None,  # noqa: B008
-          seeds: Sequence[int] | None = None, init: Latents | None = None) -> Result:
+def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None, *,
+          priors: Mapping | None = None, config: CSGMConfig = CSGMConfig(),  # noqa: B008
+          generator: torch.Generator | None = None, seeds: Sequence[int] | None = None,
+          init: Latents | None = None) -> Result:
     """CSGM reconstruction (point estimate, best of R restarts).
 
-    Args: seeds — one seed per image (restart r of image b then uses the stream (seeds[b], r), whatever the batch);
+    Args: priors — unused (CSGM's prior is the N(0, I) of z), accepted for the common solver signature;
+    seeds — one seed per image (restart r of image b then uses the stream (seeds[b], r), whatever the batch);
     init — saved `Latents`; B saved rows are tiled over the R restarts (which are then identical: use R = 1).
     Shapes: y [B, ...]; returns Result with x_hat [B, C, H, W], z [B, L, D]; traces['data'] is [T, R, B].
     """

@@ -13,7 +13,7 @@ dimension, so it only acted in round 0 (§1.8, §7.5).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -93,12 +93,14 @@ def adam_step_factory(problem: Problem, it: Iterate, steps: int, lr: Callable[[i
 # Solve y = A G(z) + noise by ILO.
 
 
-def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None,
-          config: ILOConfig = ILOConfig(), generator: torch.Generator | None = None,  # noqa: B008
-          seeds: Sequence[int] | None = None, init: Latents | None = None) -> Result:
+def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None, *,
+          priors: Mapping | None = None, config: ILOConfig = ILOConfig(),  # noqa: B008
+          generator: torch.Generator | None = None, seeds: Sequence[int] | None = None,
+          init: Latents | None = None) -> Result:
     """ILO reconstruction (point estimate).
 
-    Args: seeds — one seed per image (its random stream then depends on that seed only, not on the batch);
+    Args: priors — unused (ILO's constraints are its ℓ1 balls), accepted for the common solver signature;
+    seeds — one seed per image (its random stream then depends on that seed only, not on the batch);
     init — saved `Latents` to continue from (rounds before its layer k are skipped).
     Shapes: y [B, ...] measurement; returns Result with x_hat [B, C, H, W], z [B, L, D], samples/std None.
     """

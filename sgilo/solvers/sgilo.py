@@ -258,7 +258,7 @@ def reference_after(problem: Problem, c: SGILOConfig, priors: Mapping, tau_h: fl
 # Sample from p(z, h | y) by SGILO.
 
 
-def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None,
+def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW | None = None, *,
           priors: Mapping | None = None, config: SGILOConfig = SGILOConfig(),  # noqa: B008
           generator: torch.Generator | None = None, seeds: Sequence[int] | None = None,
           init: Latents | None = None) -> Result:

@@ -67,7 +67,7 @@ def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tenso
     rounds = tuple(steps[:layer + 1]) if layer < len(steps) else tuple(steps) + (steps[-1],) * (layer + 1 - len(steps))
     zs, hs = [], []
     for i in range(0, images.shape[0], batch):
-        res = solve(images[i:i + batch], Denoising(), G, fit, ILOConfig(steps=rounds), generator=generator)
+        res = solve(images[i:i + batch], Denoising(), G, fit, config=ILOConfig(steps=rounds), generator=generator)
         zs.append(res.z.detach().cpu())
         if layer > 0:
             hs.append(_h_at(G, res.state, layer).cpu())
