@@ -148,7 +148,7 @@ def bench_tune_cmd(data, task, params, solver, grid, n_images, preset, model, pr
 
 
 # ----------------------------------------------------------------------------
-# sgilo solve / sgilo demo (issue 6; bodies in sgilo.solvers.solve_cli and sgilo.solvers.demo).
+# sgilo solve / sgilo demo (issue 6; bodies in sgilo.app.solve and sgilo.app.demo).
 
 try:  # task presets and their shared options (sgilo.bench.tasks)
     from sgilo.bench.tasks import task_options as _solve_task_options
@@ -184,12 +184,12 @@ def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, pres
               geocross, init, precision, step_control, out, task, **task_kw):
     """Reconstruct an image: sgilo solve --image face.png --task inpaint-random --observed 0.05 --out runs/x"""
     from sgilo.bench.tasks import make_operator, task_params
-    from sgilo.solvers.solve_cli import make_config, solve_image
+    from sgilo.app.solve import make_config, solve_image
     try:
         steps_t = tuple(int(s) for s in steps.split(",")) if steps else None
     except ValueError:
         raise ValueError(f"--steps: expected comma-separated integers such as 100,100,100, got {steps!r}") from None
-    from sgilo.solvers.presets import default_preset
+    from sgilo.app.presets import default_preset
     preset = default_preset(model) if preset == "auto" else preset
     config = make_config(solver, samples, steps_t, seed, eta, mode, lpips_weight=lpips_weight, geocross=geocross,
                          preset=preset, precision=precision, step_control=step_control)
@@ -209,7 +209,7 @@ def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, pres
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_cmd(out, seed):
     """Inpainting + super-resolution with CSGM, ILO and SGILO on bundled images: sgilo demo --out demo_out"""
-    from sgilo.solvers.demo import demo_notice, run_demo
+    from sgilo.app.demo import demo_notice, run_demo
     notice = demo_notice()
     if notice:
         click.echo(notice)
@@ -235,7 +235,7 @@ def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, 
     G, fit = load_generator(model)
     imgs = None
     if images is not None:
-        from sgilo.training.data import load_image_set, to_float
+        from sgilo.utils.datasets import load_image_set, to_float
         imgs = to_float(load_image_set(images, G.img_resolution, "train", limit=n))
     steps = tuple(int(s) for s in ilo_steps.split(","))
     path = make_latents(G, fit, out, kind, layer, n, shard_size, seed, str(model), imgs, steps)

@@ -67,7 +67,7 @@ def test_presets_resolve_to_operators():
 
 
 def test_solver_presets_are_complete():
-    from sgilo.solvers.presets import PRESETS
+    from sgilo.app.presets import PRESETS
     for name, preset in SOLVER_PRESETS.items():
         assert set(SOLVERS) <= set(preset) and preset["batch"] >= 1 and preset["n_images"] >= 1, name
     tuned, default = SOLVER_PRESETS["tuned"], SOLVER_PRESETS["default"]
@@ -193,7 +193,7 @@ def test_results_do_not_depend_on_batch(tiny):
 
 def test_tune_grid_on_train_split_resumes(tiny, monkeypatch):
     from sgilo.bench import tune as tune_mod
-    from sgilo.training import data as data_mod
+    from sgilo.utils import datasets as data_mod
 
     root, data, models = tiny
     splits = []

@@ -74,7 +74,7 @@ def test_wrong_size_mask(files, tmp_path):
 
 
 def test_demo_notice_follows_bundled_model(monkeypatch):
-    import sgilo.solvers.demo as demo
+    import sgilo.app.demo as demo
     monkeypatch.setattr(demo, "bundled_available", lambda: False)
     assert "RANDOMLY INITIALISED" in demo.demo_notice()
     monkeypatch.setattr(demo, "bundled_available", lambda: True)
@@ -86,8 +86,8 @@ def test_demo_notice_follows_bundled_model(monkeypatch):
 
 
 def test_presets_auto_and_overrides():
-    from sgilo.solvers.presets import PRESETS, default_preset
-    from sgilo.solvers.solve_cli import make_config
+    from sgilo.app.presets import PRESETS, default_preset
+    from sgilo.app.solve import make_config
     assert default_preset("default") == "utkface64" and default_preset("/some/model") == "paper"
     tuned = make_config("sgilo", samples=8, seed=3, preset="utkface64")
     assert tuned.chains == 8 and tuned.seed == 3 and tuned.eta == PRESETS["utkface64"]["sgilo"].eta
@@ -96,7 +96,7 @@ def test_presets_auto_and_overrides():
 
 
 def test_precision_and_step_control_overrides():
-    from sgilo.solvers.solve_cli import make_config
+    from sgilo.app.solve import make_config
     c = make_config("sgilo", preset="utkface64", precision="fp32", step_control="none")
     assert c.precision == "fp32" and c.step_control == "none"
     assert make_config("ilo", preset="utkface64", precision="bf16").precision == "bf16"

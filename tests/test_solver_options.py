@@ -18,7 +18,7 @@ from sgilo.solvers import csgm, ilo, sgilo
 from sgilo.solvers.objective import GEOCROSS_SCALE, geocross
 from sgilo.solvers.result import Latents
 from sgilo.solvers.rounds import begin_round, geocross_penalty, init_iterate, make_problem
-from sgilo.solvers.solve_cli import load_latents
+from sgilo.app.solve import load_latents
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from sgilo.metrics.swd import laplacian_pyramid, swd
-from sgilo.training.data import load_image_set
+from sgilo.utils.datasets import load_image_set
 from sgilo.training.generator import TrainConfig, load_ema_from_checkpoint, train
 
 TINY = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16, batch=4,

@@ -7,7 +7,7 @@ actual image shape, so the same names work on the 64×64 bundled model and on ti
 
 Solver presets are a dict of frozen solver configs (style guide rule 12). Tuning of step sizes, temperatures and step
 counts is done on `train/` images only (`sgilo.bench.lasso.tune_lambda` for the Lasso λ; `sgilo bench-tune` for the
-generative solvers, whose tuned values live in `sgilo.solvers.presets`); `SOLVER_PRESETS[...]["tuning"]` says where
+generative solvers, whose tuned values live in `sgilo.app.presets`); `SOLVER_PRESETS[...]["tuning"]` says where
 each preset's values come from.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from sgilo.bench.lasso import LassoConfig
 from sgilo.solvers.csgm import CSGMConfig
 from sgilo.solvers.ilo import ILOConfig
-from sgilo.solvers.presets import PRESETS
+from sgilo.app.presets import PRESETS
 from sgilo.solvers.sgilo import SGILOConfig
 
 
@@ -110,14 +110,14 @@ _TUNED = PRESETS["utkface64"]
 
 
 def _solver_preset_as_is(name: str, tuning: str) -> dict:
-    """A bench preset that runs `sgilo.solvers.presets` PRESETS[name] unchanged, with default Lasso configs, batch 8
+    """A bench preset that runs `sgilo.app.presets` PRESETS[name] unchanged, with default Lasso configs, batch 8
     and 64 images."""
     return {**PRESETS[name], "lasso-dct": LassoConfig(basis="dct"), "lasso-wavelet": LassoConfig(basis="wavelet"),
             "batch": 8, "n_images": 64, "tuning": tuning}
 
 
 SOLVER_PRESETS: dict[str, dict] = {
-    # The values tuned on train/ for the bundled model (`sgilo.solvers.presets`, docs/tuning.md) with fewer steps, so
+    # The values tuned on train/ for the bundled model (`sgilo.app.presets`, docs/tuning.md) with fewer steps, so
     # that the default run (64 images × 12 tasks × 3 solvers) fits 2 hours on a 2-core AVX2 CPU without native bf16
     # (fp32; ~30 ms per generator row-step per core): CSGM 100 steps, 1 restart (paper: 500, 2); ILO rounds
     # (30, 30, 15, 15) (paper: 50, 50, 25, 25); SGILO 3 chains × rounds (100, 50) (tuned: 4 × (200, 100)). The SGILO
@@ -132,7 +132,7 @@ SOLVER_PRESETS: dict[str, dict] = {
         "lasso-wavelet": LassoConfig(basis="wavelet"),
         "batch": 8,
         "n_images": 64,
-        "tuning": "sgilo.solvers.presets 'utkface64': tuned on 4 train/ faces, inpaint-random 5% (docs/tuning.md), "
+        "tuning": "sgilo.app.presets 'utkface64': tuned on 4 train/ faces, inpaint-random 5% (docs/tuning.md), "
                   "curvature bound kappa_z = 30 tuned on 4 train/ faces x 6 tasks; for time: CSGM 100 steps, "
                   "1 restart (paper: 500, 2), ILO (30, 30, 15, 15) (paper: 50, 50, 25, 25), SGILO 3 chains x "
                   "(100, 50) (tuned: 4 x (200, 100))",
@@ -148,11 +148,11 @@ SOLVER_PRESETS: dict[str, dict] = {
         "n_images": 8,
         "tuning": "the 'default' values with step counts scaled down for time only",
     },
-    # The full tuned budgets of `sgilo.solvers.presets` 'utkface64' (CSGM 500 steps × 2 restarts, ILO (50, 50, 25, 25),
+    # The full tuned budgets of `sgilo.app.presets` 'utkface64' (CSGM 500 steps × 2 restarts, ILO (50, 50, 25, 25),
     # SGILO 4 chains × (200, 100)): about 2.5× the 'default' run's time; for follow-up runs on a few tasks.
-    "tuned": _solver_preset_as_is("utkface64", "sgilo.solvers.presets 'utkface64' at full budget: tuned on 4 train/ "
+    "tuned": _solver_preset_as_is("utkface64", "sgilo.app.presets 'utkface64' at full budget: tuned on 4 train/ "
                                                "faces (docs/tuning.md)"),
-    # The papers' defaults (`sgilo.solvers.presets` 'paper'), for other generators.
+    # The papers' defaults (`sgilo.app.presets` 'paper'), for other generators.
     "paper": _solver_preset_as_is("paper", "paper defaults; not tuned"),
     # Pipeline check only (tests, smoke runs): a few steps, numbers are meaningless.
     "smoke": {

@@ -283,7 +283,7 @@ def wait_for_ranks(parts: Path, world: int, token: str, poll: float = 0.5) -> No
 def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list[dict] | None:
     """`models` = (G, fit, priors) overrides loading `cfg.model` / `cfg.priors` (used by tests)."""
     from sgilo.bench.summary import write_summary
-    from sgilo.training.data import load_image_set, to_float
+    from sgilo.utils.datasets import load_image_set, to_float
 
     device = torch.device(device)
     out, preset = Path(cfg.out), SOLVER_PRESETS[cfg.preset]
@@ -337,7 +337,7 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
 
 def run_unit(cfg: BenchConfig, out: Path, task: str, seed: int, start: int, stop: int, solver: str, x_all: Tensor,
              shape: tuple, models, config, params: dict, cache: dict, device: torch.device) -> str:
-    from sgilo.training.data import load_image_set, to_float
+    from sgilo.utils.datasets import load_image_set, to_float
 
     if (task, seed) not in cache:
         op = make_operator(TASK_PRESETS[task].task, shape, seed, **preset_params(task, shape))

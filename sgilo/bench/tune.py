@@ -3,7 +3,7 @@
 A grid of solver-config overrides (cartesian product) is run on the first n images of the *train* split, one batch per
 grid point, and each point's per-image metrics (PSNR of the output/mean, SSIM, residual; for SGILO also coverage at
 50 %/90 %, diversity, R̂) and their means go to ``OUT/tune.jsonl``. Finished points are skipped on restart. The chosen
-values are then written into `sgilo.solvers.presets` (preset `utkface64`), with the grids in docs/tuning.md.
+values are then written into `sgilo.app.presets` (preset `utkface64`), with the grids in docs/tuning.md.
 
 Example (the tuning behind the 'default' SGILO preset):
     sgilo bench-tune --data ../shared/data/utkface64.zip --task inpaint-random --param observed=0.05 --solver sgilo \
@@ -58,7 +58,7 @@ def tune(data: str, task: str, params: dict, solver: str, grid: dict[str, list],
          preset: str = "default", model: str = "default", priors: tuple[str, ...] = ("default",), seed: int = 0,
          device: str | torch.device = "cpu", models=None, progress: bool = True) -> list[dict]:
     """Returns one record per grid point: {"point", "metrics": {name: mean}, "per_image": [...], "seconds"}."""
-    from sgilo.training.data import load_image_set, to_float
+    from sgilo.utils.datasets import load_image_set, to_float
 
     if solver not in TUNABLE:
         raise ValueError(f"solver to tune: expected one of {list(TUNABLE)}, got {solver!r}")

@@ -17,7 +17,7 @@ from sgilo.generator.io import save_generator
 from sgilo.generator.latents import fit_gaussianized_w
 from sgilo.generator.stylegan2 import Generator
 from sgilo.metrics.swd import swd
-from sgilo.training.data import load_image_set, to_float
+from sgilo.utils.datasets import load_image_set, to_float
 from sgilo.training.generator import load_ema_from_checkpoint
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from sgilo.checkpoints import atomic_torch_save, atomic_write_text, torch_load_safe
 from sgilo.generator.stylegan2 import Generator, GeneratorConfig
 from sgilo.training.augment import diff_augment
-from sgilo.training.data import load_image_set, to_float
+from sgilo.utils.datasets import load_image_set, to_float
 from sgilo.training.discriminator import Discriminator
 
 log = logging.getLogger(__name__)

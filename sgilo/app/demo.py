@@ -19,7 +19,7 @@ from sgilo.generator.io import bundled_available, load_generator
 from sgilo.generator.latents import fit_gaussianized_w
 from sgilo.generator.stylegan2 import Generator, GeneratorConfig
 from sgilo.solvers import csgm, ilo, sgilo
-from sgilo.solvers.presets import preset_config
+from sgilo.app.presets import preset_config
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "astronaut64.png"
 # Architecture of the bundled model (sgilo.training.generator.TrainConfig defaults) for the random stand-in.
@@ -48,7 +48,7 @@ def demo_notice() -> str | None:
 def demo_models(seed: int = 0):
     if bundled_available():
         G, fit = load_generator("default")
-        from sgilo.solvers.solve_cli import load_priors
+        from sgilo.app.solve import load_priors
         return G, fit, load_priors("default", 3)
     torch.manual_seed(seed)
     G = Generator(STANDIN).freeze()

@@ -43,10 +43,10 @@ def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] 
                 eta: float | None = None, mode: str | None = None, progress: bool = True,
                 lpips_weight: float | None = None, geocross: float | None = None, preset: str = "paper",
                 precision: str | None = None, step_control: str | None = None):
-    """The ``preset`` config (`sgilo.solvers.presets`: 'paper' or 'utkface64') with the given overrides."""
+    """The ``preset`` config (`sgilo.app.presets`: 'paper' or 'utkface64') with the given overrides."""
     from dataclasses import replace
 
-    from sgilo.solvers.presets import preset_config
+    from sgilo.app.presets import preset_config
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}, expected one of {sorted(SOLVERS)}")
     if samples is not None and (not isinstance(samples, int) or samples < 1):
