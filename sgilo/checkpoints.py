@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
+
+from sgilo.errors import CheckpointKeyError, UserError
 
 FORMAT_VERSION = 1
 
@@ -79,6 +82,35 @@ def model_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 # ----------------------------------------------------------------------------
+# Read a .safetensors file (tensors + metadata); a truncated or corrupt file is one clear line, not a traceback.
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "model file") -> tuple[dict[str, torch.Tensor], dict]:
+    """Returns (tensors on the CPU, string metadata). ``what`` names the file in errors ('model file', 'prior file',
+    '--init latents', ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+    except SafetensorError:
+        raise UserError(f"cannot read {what} {path}: not a valid safetensors file (truncated or corrupt)") from None
+
+
+# ----------------------------------------------------------------------------
+# Read a JSON file; invalid JSON is one clear line.
+
+
+def read_json(path: str | os.PathLike, what: str = "model file") -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {what} {path}: not valid JSON ({e})") from None
+
+
+# ----------------------------------------------------------------------------
 # Save a state dict + config.
 
 
@@ -108,12 +140,14 @@ def load_model(path: str | os.PathLike, kind: str) -> tuple[dict, dict[str, torc
     for p in (st_path, js_path):
         if not p.is_file():
             raise FileNotFoundError(f"model file not found: {p} (expected NAME.safetensors and NAME.json)")
-    meta = json.loads(js_path.read_text())
-    if meta.get("format") != f"sgilo/{kind}":
-        raise ValueError(f"{js_path}: expected format 'sgilo/{kind}', got {meta.get('format')!r}")
+    meta = read_json(js_path, f"{kind} file")
+    if not isinstance(meta, dict) or meta.get("format") != f"sgilo/{kind}":
+        got = meta.get("format") if isinstance(meta, dict) else meta
+        raise ValueError(f"{js_path}: expected format 'sgilo/{kind}', got {got!r}")
     if meta.get("version") != FORMAT_VERSION:
         raise ValueError(f"{js_path}: unsupported version {meta.get('version')!r}, expected {FORMAT_VERSION}")
-    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(st_path)).items()}
+    tensors, _ = read_safetensors(st_path, f"{kind} file")
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     return meta["config"], sd, meta.get("extra", {})
 
 
@@ -126,10 +160,10 @@ def load_state_dict_strict(module: nn.Module, state_dict: dict[str, torch.Tensor
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     if missing:
-        raise KeyError(f"{source}: missing key {missing[0]!r} ({len(missing)} missing in all)")
+        raise CheckpointKeyError(f"{source}: missing key {missing[0]!r} ({len(missing)} missing in all)")
     if unexpected:
-        raise KeyError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected in all)")
+        raise CheckpointKeyError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected in all)")
     for k, v in state_dict.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            raise UserError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
     module.load_state_dict(state_dict, strict=True)

@@ -5,25 +5,58 @@ Commands are registered in this file only; each command's body lives in the libr
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
 
 # ----------------------------------------------------------------------------
-# Turn library exceptions into one clear line and a non-zero exit.
+# User errors → one line and exit status 2; bugs keep their traceback. Library log lines → one plain line each.
 
 
 class SgiloGroup(click.Group):
+    """The `sgilo` group. The rule for errors (see `sgilo.errors`):
+
+    * user errors print ONE line ``sgilo: error: <message>`` and exit with status 2: a `ValueError` (bad input —
+      a wrong value, a corrupt or foreign file; `sgilo.errors.UserError` is one) or an `OSError` (file system: a
+      missing, unreadable or unwritable file or folder). Click's own usage errors keep click's format.
+    * anything else (TypeError, KeyError, AttributeError, RuntimeError, …) is a bug in our code and propagates with
+      its traceback. Library code therefore reports bad input as ValueError/UserError, never as TypeError/KeyError.
+    """
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # click's own control flow (--help, usage errors) keeps its behaviour
-        except (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError, OSError) as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-            click.echo(f"sgilo: error: {msg}", err=True)
+        except (ValueError, OSError) as e:
+            click.echo(f"sgilo: error: {_message(e)}", err=True)
             sys.exit(2)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        return f"{e.strerror}: {e.filename}"
+    return str(e)
+
+
+class _EchoHandler(logging.Handler):
+    """Log records of the ``sgilo`` loggers (INFO and above) as one plain line on stderr (click.echo, so test
+    runners that swap the streams see them). Installed by the single-process commands (`log_to_console`); the
+    training commands configure logging per rank themselves."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def log_to_console() -> None:
+    logger = logging.getLogger("sgilo")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        handler = _EchoHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 @click.group(cls=SgiloGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +89,8 @@ def theory_cmd(name: str, out: str, quick: bool, seed: int) -> None:
 @click.option("--tasks", default="main", show_default=True,
               help="Task presets or groups (main, sparse, csgm-protocol, quick, all).")
 @click.option("--solvers", default="csgm,ilo,sgilo", show_default=True,
-              help="Comma list of csgm, ilo, sgilo, lasso-dct, lasso-wavelet.")
+              help="Comma list of csgm, csgm-noise, ilo, sgilo, sgilo-gauss, sgilo-map, sgilo-z, lasso-dct, "
+                   "lasso-wavelet.")
 @click.option("--n-images", default=None, type=int, help="Images of the split [default: the preset's].")
 @click.option("--seeds", default=1, show_default=True, help="Seeds 0..S-1 per cell.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (resumable).")
@@ -70,8 +104,12 @@ def theory_cmd(name: str, out: str, quick: bool, seed: int) -> None:
 @click.option("--batch", default=None, type=int, help="Images per solver call [default: the preset's].")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.option("--no-figures", is_flag=True, help="Skip figures/ (summary.json and summary.md are always written).")
+@click.option("--budget", default=None, type=click.IntRange(min=1),
+              help="Generator evaluations per image for every generative solver (equal-budget steps).")
+@click.option("--chains", default=3, show_default=True, type=click.IntRange(min=1),
+              help="K under --budget: CSGM/ILO restarts, SGILO chains.")
 def bench_cmd(data, split, tasks, solvers, n_images, seeds, out, quick, preset, model, priors, batch, device,
-              no_figures):
+              no_figures, budget, chains):
     """Benchmark grid over (image, task, solver, seed). Example:
     torchrun --nproc-per-node 2 -m sgilo bench --data ../shared/data/utkface64.zip --quick --out runs/bench"""
     import torch
@@ -82,7 +120,7 @@ def bench_cmd(data, split, tasks, solvers, n_images, seeds, out, quick, preset, 
     tasks = "quick" if quick and ctx.get_parameter_source("tasks").name == "DEFAULT" else tasks
     cfg = BenchConfig(data=data, out=out, split=split, tasks=expand_tasks(tasks), solvers=tuple(solvers.split(",")),
                       n_images=n_images, seeds=seeds, preset=preset or ("quick" if quick else "default"), model=model,
-                      priors=tuple(priors), batch=batch, figures=not no_figures)
+                      priors=tuple(priors), batch=batch, figures=not no_figures, budget=budget, chains=chains)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     records = run_bench(cfg, device)
     if records is not None:
@@ -114,7 +152,8 @@ def bench_speed_cmd(out, quick, device, steps):
 @click.option("--data", required=True, type=click.Path(), help="Dataset zip/folder; only its train/ split is read.")
 @click.option("--task", required=True, help="Operator name (inpaint-random, superres, cs-gaussian, ...).")
 @click.option("--param", "params", multiple=True, help="Task parameter NAME=VALUE (repeatable), e.g. observed=0.05.")
-@click.option("--solver", required=True, type=click.Choice(["csgm", "ilo", "sgilo"]))
+@click.option("--solver", required=True, type=click.Choice(["csgm", "csgm-noise", "ilo", "sgilo", "sgilo-gauss",
+                                                            "sgilo-map", "sgilo-z"]))
 @click.option("--grid", default="{}", show_default=True,
               help='JSON {field: [values]} of solver-config overrides, e.g. \'{"eta": [1e-5, 3e-5]}\'.')
 @click.option("--n-images", default=4, show_default=True, type=click.IntRange(min=1), help="train/ images.")
@@ -124,7 +163,9 @@ def bench_speed_cmd(out, quick, device, steps):
               help="'default', 'none' or a prior path (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for tune.jsonl (resumable).")
-def bench_tune_cmd(data, task, params, solver, grid, n_images, preset, model, priors, seed, out):
+@click.option("--budget", default=None, type=click.IntRange(min=1), help="Equal-budget steps (as sgilo bench).")
+@click.option("--chains", default=3, show_default=True, type=click.IntRange(min=1), help="K under --budget.")
+def bench_tune_cmd(data, task, params, solver, grid, n_images, preset, model, priors, seed, out, budget, chains):
     """Grid-tune a solver on train/ images (never test/). Example: sgilo bench-tune --data faces.zip
     --task inpaint-random --param observed=0.05 --solver sgilo --grid '{"eta": [1e-5, 3e-5]}' --out runs/tune"""
     import json
@@ -143,7 +184,7 @@ def bench_tune_cmd(data, task, params, solver, grid, n_images, preset, model, pr
     if not isinstance(grid_d, dict):
         raise click.BadParameter(f"expected a JSON object, got {grid!r}", param_hint="--grid")
     tune(data, task, kw, solver, grid_d, out, n_images=n_images, preset=preset, model=model, priors=tuple(priors),
-         seed=seed)
+         seed=seed, budget=budget, chains=chains)
     click.echo(f"-> {out}/tune.jsonl, {out}/tune_table.md")
 
 
@@ -161,10 +202,12 @@ except ImportError:  # pragma: no cover - before the operators issue lands
 @click.option("--image", required=True, help="Ground-truth image (PNG/JPEG); it is measured with the task operator.")
 @_solve_task_options
 @click.option("--solver", type=click.Choice(["csgm", "ilo", "sgilo"]), default="sgilo", show_default=True)
-@click.option("--samples", type=int, default=None, help="K chains (sgilo) / restarts (csgm).")
+@click.option("--samples", type=int, default=None, help="K chains (sgilo) / restarts (csgm).",
+              show_default="4 chains for sgilo, 2 restarts for csgm, from the preset")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--model", default="default", show_default=True, help="'default' or a generator path.")
-@click.option("--prior", default="default", show_default=True, help="'default', 'none' or a prior file/folder.")
+@click.option("--prior", default="default", show_default=True,
+              help="'default' (the bundled priors), 'none', a bundled name (z, h1, ...), a prior file or a folder.")
 @click.option("--steps", default=None, help="Steps per round, e.g. 100,100,100.")
 @click.option("--eta", type=float, default=None, help="SGILO Langevin step size.")
 @click.option("--mode", type=click.Choice(["langevin", "reference"]), default=None)
@@ -179,41 +222,47 @@ except ImportError:  # pragma: no cover - before the operators issue lands
               help="Generator tail precision [default: the preset's; auto = bf16 only where native].")
 @click.option("--step-control", type=click.Choice(["none", "curvature"]), default=None,
               help="SGILO step control [default: the preset's; curvature in utkface64].")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (checked before solving).")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run in --out (else refused).")
 def solve_cmd(image, solver, samples, seed, model, prior, steps, eta, mode, preset, lpips_weights, lpips_weight,
-              geocross, init, precision, step_control, out, task, **task_kw):
+              geocross, init, precision, step_control, device, out, overwrite, task, **task_kw):
     """Reconstruct an image: sgilo solve --image face.png --task inpaint-random --observed 0.05 --out runs/x"""
-    from sgilo.bench.tasks import make_operator, task_params
+    from sgilo.app.presets import resolve_preset
     from sgilo.app.solve import make_config, solve_image
+    from sgilo.bench.tasks import make_operator, task_params
+    log_to_console()
     try:
         steps_t = tuple(int(s) for s in steps.split(",")) if steps else None
     except ValueError:
         raise ValueError(f"--steps: expected comma-separated integers such as 100,100,100, got {steps!r}") from None
-    from sgilo.app.presets import default_preset
-    preset = default_preset(model) if preset == "auto" else preset
     config = make_config(solver, samples, steps_t, seed, eta, mode, lpips_weight=lpips_weight, geocross=geocross,
-                         preset=preset, precision=precision, step_control=step_control)
+                         preset=resolve_preset(preset, model), precision=precision, step_control=step_control)
     info: dict = {}
 
     def make_op(shape):
         info.update(task_params(task, shape, seed, **task_kw))
         return make_operator(task, shape, seed, **task_kw)
-    report = solve_image(image, make_op, solver, config, out, model, prior, info, seed, lpips_weights, init)
+    report = solve_image(image, make_op, solver, config, out, model, prior, info, seed, lpips_weights, init,
+                         device=device, overwrite=overwrite)
     m = report["metrics"]["mean"]
-    click.echo(f"{solver}: psnr {m.get('psnr', float('nan')):.2f} dB, ssim {m.get('ssim', float('nan')):.3f}, "
-               f"residual {m['residual']:.4f}; wrote {out}/result.json")
+    click.echo(f"{solver}: PSNR {m.get('psnr', float('nan')):.2f} dB, SSIM {m.get('ssim', float('nan')):.3f} of the "
+               f"{'posterior mean' if 'psnr_sample' in m else 'estimate'}, residual {m['residual']:.4f}; "
+               f"wrote {out}/result.json")
 
 
 @main.command("demo")
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_cmd(out, seed):
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier demo in --out (else refused).")
+def demo_cmd(out, seed, overwrite):
     """Inpainting + super-resolution with CSGM, ILO and SGILO on bundled images: sgilo demo --out demo_out"""
     from sgilo.app.demo import demo_notice, run_demo
+    log_to_console()
     notice = demo_notice()
     if notice:
         click.echo(notice)
-    run_demo(out, seed, progress=True, echo=click.echo)
+    run_demo(out, seed, progress=True, echo=click.echo, overwrite=overwrite)
 
 
 @main.command("make-latents")
@@ -282,7 +331,11 @@ def train_score_cmd(latents, target, out, resume, steps, batch, lr, ema_decay, d
 
 @main.command("sample")
 @click.option("--model", default="default", show_default=True, help="Generator: 'default' (bundled) or a model PATH.")
-@click.option("--prior", default=None, help="Latent prior: bundled name (z, h1, h2, ...) or PATH; none = G alone.")
+@click.option("--prior", default=None,
+              help="Latent prior: 'default' (the bundled prior of --layer), a bundled name (z, h1, h2, ...) or a "
+                   "prior PATH; not given = the generator alone.")
+@click.option("--layer", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Split layer of --prior default: 0 = z, k = h_k.")
 @click.option("--n", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--truncation", default=1.0, show_default=True, help="Truncation ψ (generator-only sampling).")
 @click.option("--naturalize", is_flag=True, help="Hot-start an off-manifold latent and show before/after pairs.")
@@ -293,26 +346,31 @@ def train_score_cmd(latents, target, out, resume, steps, batch, lr, ema_decay, d
 @click.option("--snr", default=0.05, show_default=True, help="Langevin corrector signal-to-noise ratio.")
 @click.option("--t-start", default=0.5, show_default=True, help="Hot-start time t (perturbed to t first).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False))
-def sample_cmd(model, prior, n, truncation, naturalize, start, noise, steps, snr, t_start, seed, out):
+@click.option("--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False), help="Grid PNG.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file (else refused).")
+def sample_cmd(model, prior, layer, n, truncation, naturalize, start, noise, steps, snr, t_start, seed, out, overwrite):
     """Draw an image grid from the generator, or from a latent prior decoded through the generator tail. Example:
     sgilo sample --prior h2 --n 16 --out h2.png   |   sgilo sample --prior z --naturalize --n 8"""
     import torch
 
+    from sgilo.app.models import load_one_prior
+    from sgilo.app.outputs import check_out_file
     from sgilo.generator import load_generator
-    from sgilo.priors import load_prior
     from sgilo.priors.decode import naturalize_pairs, sample_images
     from sgilo.utils.images import save_image_grid
+    log_to_console()
+    latent_prior = None if prior is None else load_one_prior(prior, layer)      # a bad --prior: one line listing
+    check_out_file(out, overwrite)                                              # before the generator is loaded
     G, fit = load_generator(model)
     gen = torch.Generator().manual_seed(seed)
     if prior is None:
         imgs = G(torch.randn([n, G.z_dim], generator=gen), truncation_psi=truncation)
     elif naturalize:
-        before, after = naturalize_pairs(G, fit, load_prior(prior), n, gen, start=start, noise=noise, t=t_start,
+        before, after = naturalize_pairs(G, fit, latent_prior, n, gen, start=start, noise=noise, t=t_start,
                                          n_steps=steps, snr=snr, perturb=True)
         imgs = torch.stack([before, after], 1).flatten(0, 1)                     # [2n, C, H, W] pairs
     else:
-        imgs = sample_images(G, fit, load_prior(prior), n, gen, n_steps=steps, snr=snr)
+        imgs = sample_images(G, fit, latent_prior, n, gen, n_steps=steps, snr=snr)
     save_image_grid(imgs, out, nrow=8 if not naturalize else 2 * min(4, n))
     click.echo(f"{imgs.shape[0]} images -> {out}")
 
@@ -343,29 +401,38 @@ def convert_cmd(src, dst, fmt, fit, fit_samples, seed):
 @click.option("--data", required=True, type=click.Path(), help="Image folder or dataset zip (only the train split is used).")
 @click.option("--out", required=True, type=click.Path(), help="Run folder (keep it outside the repository).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
-@click.option("--resolution", default=64, show_default=True)
+@click.option("--resolution", default=64, show_default=True, help="Training resolution in pixels (a power of two).")
 @click.option("--kimg", default=600.0, show_default=True, help="Training length in thousands of images.")
-@click.option("--batch", default=32, show_default=True)
-@click.option("--channel-base", default=2048, show_default=True)
-@click.option("--channel-max", default=128, show_default=True)
-@click.option("--z-dim", default=256, show_default=True)
-@click.option("--mapping-layers", default=4, show_default=True)
-@click.option("--r1-gamma", default=0.05, show_default=True)
+@click.option("--batch", default=32, show_default=True, help="Total batch over all processes.")
+@click.option("--channel-base", default=2048, show_default=True,
+              help="G and D channels per block: min(channel_base / resolution, channel_max).")
+@click.option("--channel-max", default=128, show_default=True, help="Largest channel count of any block.")
+@click.option("--z-dim", default=256, show_default=True, help="Latent size of z and w (NVlabs FFHQ: 512).")
+@click.option("--mapping-layers", default=4, show_default=True, help="Depth of the mapping network (NVlabs FFHQ: 8).")
+@click.option("--r1-gamma", default=0.05, show_default=True, help="R1 regularisation weight γ (lazy, every 16 steps).")
 @click.option("--augment", default="color,translation,cutout", show_default=True, help="DiffAugment policy ('' = off).")
-@click.option("--ckpt-minutes", default=5.0, show_default=True)
+@click.option("--ckpt-minutes", default=5.0, show_default=True, help="Checkpoint (and sample grid) interval, minutes.")
 @click.option("--max-minutes", default=None, type=float, help="Stop (with a checkpoint) after this many minutes.")
-@click.option("--fp32", is_flag=True, help="Disable bf16 autocast.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Autocast precision: auto = bf16 only where it is native (AMX / AVX-512 BF16 CPUs, CUDA), else fp32 "
+                   "(the rule of `sgilo solve`; emulated bf16 is 7-10x slower).")
+@click.option("--fp32", is_flag=True, hidden=True, help="Same as --precision fp32 (kept for old scripts).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the initial weights and the training stream.")
 def train_generator_cmd(data, out, resume, resolution, kimg, batch, channel_base, channel_max, z_dim, mapping_layers,
-                        r1_gamma, augment, ckpt_minutes, max_minutes, fp32, seed):
+                        r1_gamma, augment, ckpt_minutes, max_minutes, precision, fp32, seed):
     """Train a StyleGAN-2 generator (DiffAugment, lazy R1, EMA). Example:
     sgilo train-generator --data ../shared/data/utkface64.zip --out ~/runs/utkface64 --resume"""
-    from sgilo.training.generator import TrainConfig, train
+    import torch
+
+    from sgilo.solvers.rounds import resolve_precision
     from sgilo.training.ddp import configure_logging, init_from_env
+    from sgilo.training.generator import TrainConfig, train
     configure_logging(init_from_env()[0])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = resolve_precision("fp32" if fp32 else precision, device) == "bf16"
     cfg = TrainConfig(data=data, out=out, resolution=resolution, kimg=kimg, batch=batch, channel_base=channel_base,
                       channel_max=channel_max, z_dim=z_dim, w_dim=z_dim, mapping_layers=mapping_layers,
-                      r1_gamma=r1_gamma, augment=augment, ckpt_minutes=ckpt_minutes, bf16=not fp32, seed=seed)
+                      r1_gamma=r1_gamma, augment=augment, ckpt_minutes=ckpt_minutes, bf16=bf16, seed=seed)
     train(cfg, resume=resume, max_seconds=None if max_minutes is None else max_minutes * 60)
 
 
@@ -383,6 +450,13 @@ def export_generator_cmd(checkpoint, out, data, stats, fit_samples):
         click.echo(f"SWD x1e3 {name:40s} mean {row['mean']:.2f}  " +
                    "  ".join(f"{r}px {v:.2f}" for r, v in row["levels"].items()))
 
+
+from sgilo.cli_calibrate import calibrate_cmd  # noqa: E402  (issue 17: sgilo calibrate)
+main.add_command(calibrate_cmd)
+
+from sgilo.cli_restore import restore_cmd, serve_cmd  # noqa: E402  (issue 18: restore, serve)
+main.add_command(restore_cmd)
+main.add_command(serve_cmd)
 
 if __name__ == "__main__":
     main()

@@ -69,8 +69,8 @@ def test_presets_resolve_to_operators():
 def test_solver_presets_are_complete():
     from sgilo.app.presets import PRESETS
     for name, preset in SOLVER_PRESETS.items():
-        assert set(SOLVERS) <= set(preset) and preset["batch"] >= 1 and preset["n_images"] >= 1, name
-    tuned, default = SOLVER_PRESETS["tuned"], SOLVER_PRESETS["default"]
+        assert all(preset.config(s) is not None for s in SOLVERS) and preset.batch >= 1 and preset.n_images >= 1, name
+    tuned, default = SOLVER_PRESETS["tuned"].configs, SOLVER_PRESETS["default"].configs
     assert all(tuned[s] == PRESETS["utkface64"][s] for s in ("csgm", "ilo", "sgilo"))
     assert tuned["sgilo"].chains * sum(tuned["sgilo"].steps) > default["sgilo"].chains * sum(default["sgilo"].steps)
 
@@ -99,6 +99,7 @@ def test_measurements_do_not_depend_on_batching():
     assert torch.equal(whole, parts) and not torch.equal(whole[0] - x[0], whole[1] - x[1])
 
 
+@pytest.mark.slow  # > 3 s on 2 cores: make test-slow
 def test_run_is_batched_resumable_and_summarised(tiny, monkeypatch):
     root, data, models = tiny
     out = root / "run"
@@ -137,7 +138,8 @@ def test_sgilo_cells_carry_sampler_metrics(tiny):
     cfg = BenchConfig(data=str(data), out=str(root / "sgilo"), tasks=("inpaint-box",), solvers=("sgilo",),
                       n_images=2, preset="smoke", progress=False)
     recs = run_bench(cfg, "cpu", models=models)
-    assert {"coverage50", "coverage90", "diversity", "psnr_sample"} <= set(recs[0]["metrics"])
+    assert {"coverage50", "coverage90", "diversity", "psnr_sample", "psnr_best", "ssim_sample"} <= set(
+        recs[0]["metrics"])
     assert (root / "sgilo" / "figures" / "uncertainty_inpaint-box_sgilo.png").is_file()
 
 
@@ -146,6 +148,7 @@ def _strip_seconds(summary: dict) -> dict:
             for t, row in summary.items()}
 
 
+@pytest.mark.slow  # subprocesses / repeated bench runs: make test-slow
 def test_two_processes_give_the_one_process_summary(tiny):
     root, data, (G, fit, _) = tiny
     model = root / "tiny_generator"
@@ -170,6 +173,7 @@ def test_two_processes_give_the_one_process_summary(tiny):
     assert not list((root / "two" / "parts").glob("*.jsonl"))                      # merged into results.jsonl
 
 
+@pytest.mark.slow  # subprocesses / repeated bench runs: make test-slow
 def test_results_do_not_depend_on_batch(tiny):
     """A seed per sample: every image's metrics are identical whether the images run one by one or two at a time, and
     a folder can be resumed with another --batch."""

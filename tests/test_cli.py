@@ -22,7 +22,7 @@ def test_top_level_help_lists_every_command():
 def test_command_help(cmd):
     res = CliRunner().invoke(main, [cmd, "--help"])
     assert res.exit_code == 0, res.output
-    assert "error" not in res.output.lower().split("options:")[0][:0] + res.output.lower()[-200:]
+    assert res.output.startswith("Usage: ") and "error" not in res.output.lower(), res.output
 
 
 def test_library_error_is_one_line(tmp_path):

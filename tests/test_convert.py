@@ -256,6 +256,38 @@ def test_malicious_pickle_refused(tmp_path, monkeypatch, kind):
     assert not marker.exists()
 
 
+def _build_pickle(target_global: bytes, attr: str) -> bytes:
+    """GLOBAL target; BUILD with slot state {attr: _codecs.encode} (protocol 2 opcodes written by hand)."""
+    name = attr.encode()
+    return (b"\x80\x02c" + target_global + b"\nN}X" + len(name).to_bytes(4, "little") + name
+            + b"c_codecs\nencode\ns\x86b.")
+
+
+@pytest.mark.parametrize("target", [b"dnnlib.util\nEasyDict", b"_codecs\nencode", b"collections\nOrderedDict"])
+def test_build_on_allowed_classes_and_functions_is_refused(tmp_path, monkeypatch, target):
+    # Without the BUILD restriction this pickle replaces e.g. EasyDict.__getattr__ for the whole process.
+    from sgilo.generator import safe_pickle as sp
+    module, name = target.decode().split("\n")
+    obj = sp.ALLOWED[(module, name)]
+    before = obj.__dict__.get("__getattr__")
+    monkeypatch.setattr(obj, "__getattr__", before, raising=False) if before is not None else None
+    (tmp_path / "build.pkl").write_bytes(_build_pickle(target, "__getattr__"))
+    with pytest.raises(UnsafePickleError, match="BUILD is only allowed on objects constructed by this pickle"):
+        load_pickle(tmp_path / "build.pkl")
+    assert obj.__dict__.get("__getattr__") is before
+    assert sp.EasyDict(a=1).a == 1
+
+
+def test_build_on_objects_the_pickle_made_still_works(tmp_path):
+    # numpy arrays and dtypes (REDUCE then BUILD/__setstate__) and plain objects rebuilt by copyreg are legitimate.
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for protocol in (2, 4):
+        (tmp_path / "a.pkl").write_bytes(pickle.dumps({"a": arr, "d": np.dtype(">i2")}, protocol=protocol))
+        out = load_pickle(tmp_path / "a.pkl")
+        assert np.array_equal(out["a"], arr) and out["d"] == np.dtype(">i2")
+    assert np.dtype("float32").byteorder == "="                     # the shared dtype object was not touched
+
+
 # ----------------------------------------------------------------------------
 # rosinality state dicts (built here with rosinality names) -> our generator equals the rosinality-style forward.
 

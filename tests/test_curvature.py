@@ -20,6 +20,7 @@ from sgilo.solvers.rng import StackedGenerator
 # A linear "generator" x = M1 v1 + M2 v2: the estimate converges to the dense preconditioned Gauss–Newton λ_max.
 
 
+@pytest.mark.slow  # > 3 s on 2 cores: make test-slow
 def test_preconditioned_curvature_matches_dense():
     g = torch.Generator().manual_seed(0)
     n_img, d1, d2, N = 3 * 4 * 4, 5, 7, 2
@@ -87,7 +88,7 @@ def test_curvature_control_on_tiny_generator(tiny_generator):
     y = op.measure(x, generator=torch.Generator().manual_seed(3))
     base = dict(steps=(4, 12), chains=2, eta=1e-3, eta_h=0.5, seed=3)
     wild = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(**base))
-    ctl = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(**base, step_control="curvature", kappa_h=0.5))
+    ctl = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(**base, curvature=sgilo.CurvatureControl(kappa_h=0.5)))
     assert wild.diagnostics["stopped"] or float(wild.samples.abs().max()) > 1e3
     assert ctl.diagnostics["stopped"] is None and float(ctl.samples.abs().max()) < 20
     rec = ctl.diagnostics["curvature"]
@@ -96,15 +97,19 @@ def test_curvature_control_on_tiny_generator(tiny_generator):
     assert all(s == pytest.approx(min(1.0, 0.5 / r)) for s, r in zip(rec[1]["scale"], rec[1]["rho"], strict=True))
     easy = dict(base, eta_h=1e-6)
     a = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(**easy))
-    b = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(**easy, step_control="curvature", kappa_z=1e12,
-                                                              kappa_h=1e12))
+    b = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(**easy, curvature=sgilo.CurvatureControl(kappa_z=1e12,
+                                                                                               kappa_h=1e12)))
     assert torch.allclose(a.samples, b.samples, atol=1e-5)
 
 
 def test_bad_step_control_raises():
-    with pytest.raises(ValueError, match="step_control"):
-        sgilo.SGILOConfig(step_control="operator")
+    with pytest.raises(ValueError, match="curvature: expected a CurvatureControl"):
+        sgilo.SGILOConfig(curvature="operator")
     with pytest.raises(ValueError, match="kappa_h"):
-        sgilo.SGILOConfig(kappa_h=0.0)
-    with pytest.raises(ValueError, match="curvature_iters"):
-        sgilo.SGILOConfig(curvature_iters=0)
+        sgilo.CurvatureControl(kappa_h=0.0)
+    with pytest.raises(ValueError, match="curvature iters"):
+        sgilo.CurvatureControl(iters=0)
+    with pytest.raises(TypeError):
+        sgilo.SGILOConfig(kappa_h=1.0)                                   # the old flat names are gone
+    assert sgilo.SGILOConfig().step_control == "none"
+    assert sgilo.SGILOConfig(curvature=sgilo.CurvatureControl()).step_control == "curvature"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from sgilo.solvers.diagnostics import effective_sample_size, pixel_summaries, split_rhat, summarize, warn_if_unmixed
+from sgilo.solvers.diagnostics import (count_modes, effective_sample_size, pixel_summaries, split_rhat, summarize,
+                                      warn_if_unmixed)
 
 
 def ar1(n: int, m: int, rho: float, seed: int = 0) -> np.ndarray:
@@ -37,15 +40,31 @@ def test_separated_chains_are_flagged():
     assert split_rhat(trend) > 1.1                                          # split halves catch a drift in one chain
 
 
-def test_summarize_and_warning():
+def test_summarize_and_one_line_message(caplog, recwarn):
     good = torch.randn(200, 3, 2)
     d = summarize({"data": good, "pixels": torch.randn(200, 3, 2, 4)})
     assert len(d["rhat"]["data"]) == 2 and len(d["rhat"]["pixels"][0]) == 4
-    assert d["rhat_max"] < 1.1 and warn_if_unmixed(d) is None
+    assert d["rhat_max"] < 1.1 and warn_if_unmixed(d) is None and d["modes"] == [1, 1] and d["chains"] == 3
     bad = good.clone()
-    bad[:, 0] += 10
-    with pytest.warns(RuntimeWarning, match="R̂"):
-        assert warn_if_unmixed(summarize({"data": bad})) is not None
+    bad[:, 0] += 10                                                        # chain 0 of both images on another mode
+    with caplog.at_level(logging.WARNING, logger="sgilo"):
+        msg = warn_if_unmixed(summarize({"data": bad}))
+    assert msg is not None and "different faces (2 modes among 3 chains)" in msg and "R̂ = " in msg
+    assert "\n" not in msg and caplog.messages == [msg]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]     # no raw Python warning any more
+    drift = torch.linspace(0, 8, 200)[:, None, None] + torch.randn(200, 3, 1) * 0.5   # one mode, not converged
+    msg = warn_if_unmixed(summarize({"data": drift}))
+    assert msg is not None and "not converged within one mode" in msg
+
+
+def test_count_modes_clusters_chain_means():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 6, 2))
+    assert count_modes(x) == 1                                             # same law: one mode
+    x[:, 2:4] += 20.0                                                      # two chains far away, together
+    x[:, 5] -= 20.0                                                        # one more, elsewhere
+    assert count_modes(x) == 3
+    assert count_modes(x[:, :1]) == 1 and count_modes(x[:1]) == 6         # one chain / too few draws
 
 
 def test_pixel_summaries_shape():

@@ -1,4 +1,4 @@
-"""Image I/O: loading any size/mode into [-1, 1], masks, fixed-range saving, grids, measurement previews."""
+"""Image I/O: loading any size/mode into [-1, 1], masks, fixed-range saving, grids."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sgilo.operators import CompressedSensingCirculant, Inpainting, SuperResolution
+from sgilo.operators import Inpainting
 from sgilo.utils.images import (
     load_image,
     load_mask,
-    measurement_to_image,
     save_image,
     save_image_grid,
     to_uint8,
@@ -86,15 +85,3 @@ def test_grid(tmp_path):
     assert arr[0, 0, 0] == 255 and arr[2, 2, 0] == 128
     save_image_grid(torch.zeros(4, 1, 4, 4), tmp_path / "g1.png")
     assert np.asarray(Image.open(tmp_path / "g1.png")).shape == (14, 14)
-
-
-def test_measurement_to_image():
-    x = torch.rand(2, 3, 8, 12) * 2 - 1
-    inp = Inpainting.box((8, 12), (0, 0, 6, 8))
-    img = measurement_to_image(inp, inp.A(x), (3, 8, 12))
-    assert img.shape == (2, 3, 8, 12) and torch.all(img[:, :, :, :6] == 0)
-    sr = SuperResolution(4, (3, 8, 12))
-    assert measurement_to_image(sr, sr.A(x), (3, 8, 12)).shape == (2, 3, 8, 12)
-    cs = CompressedSensingCirculant(30, (3, 8, 12), seed=0)
-    img = measurement_to_image(cs, cs.A(x), (3, 8, 12))
-    assert img.shape == (2, 3, 8, 12) and img.min() == -1 and img.max() == 1

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from sgilo.solvers.langevin import hot_displacement, langevin_step, reference_step, vp_beta
+from sgilo.priors.sde import VPSDE
+from sgilo.solvers.langevin import hot_displacement, langevin_step, reference_step
 from sgilo.solvers.rng import StackedGenerator
 
 torch.set_default_dtype(torch.float32)
@@ -68,6 +69,7 @@ def run_chains(p, eta: float, steps: int, chains: int, beta: float = 1.0, seed: 
 # analytic posterior N(μ, P⁻¹) within the O(η) bias.
 
 
+@pytest.mark.slow  # > 3 s on 2 cores: make test-slow
 def test_langevin_matches_analytic_posterior():
     p = problem()
     lam = torch.linalg.eigvalsh(p["P"])
@@ -146,7 +148,7 @@ def test_bad_step_sizes_raise_one_line():
 
 
 def test_reference_displacement_numbers():
-    assert vp_beta(0.01) == pytest.approx(0.2990)
+    assert float(VPSDE().beta(0.01)) == pytest.approx(0.2990)
     s = torch.ones(1, 2)
     d = hot_displacement(s, 0.01, 6.0882)
     assert float(d[0, 0]) * 0.1 == pytest.approx(1.108e-3, rel=2e-3)      # τ r_z² β/N from §3.7

@@ -284,6 +284,25 @@ def test_physics_adapter_duck_typed():
         as_operator(object())
 
 
+def test_physics_adapter_refuses_non_gaussian_noise():
+    # A deepinv-style PoissonNoise(gain) has no σ: it used to be adapted as noiseless (σ = 0); PoissonGaussian has a σ
+    # but is not Gaussian. Both are refused in one line; ZeroNoise / no noise model give σ = 0.
+    mask = torch.ones(1, 1, 5, 7)
+    for noise in (type("PoissonNoise", (), {"gain": 0.1})(),
+                  type("PoissonGaussianNoise", (), {"gain": 0.1, "sigma": 0.05})(),
+                  type("GaussianNoise", (), {"sigma": torch.full((4,), 0.1)})()):
+        phys = FakePhysics(mask, 0.0)
+        phys.noise_model = noise
+        with pytest.raises(ValueError, match=f"expected Gaussian noise .* got {type(noise).__name__}"):
+            as_operator(phys)
+    for noise in (type("ZeroNoise", (), {})(), None):
+        phys = FakePhysics(mask, 0.0)
+        phys.noise_model = noise
+        op = as_operator(phys)
+        x = torch.randn(2, 3, 5, 7)
+        assert op.sigma == 0 and torch.equal(op.measure(x, torch.Generator().manual_seed(0)), x)
+
+
 def test_physics_adapter_real_deepinv():
     dinv = pytest.importorskip("deepinv")
     phys = dinv.physics.Inpainting((3, 5, 7), mask=0.5, noise_model=dinv.physics.GaussianNoise(0.1))
@@ -291,3 +310,19 @@ def test_physics_adapter_real_deepinv():
     x, u = torch.randn(2, 3, 5, 7), torch.randn(2, 3, 5, 7)
     torch.testing.assert_close((op.A(x) * u).sum(), (x * op.A_adjoint(u)).sum(), rtol=1e-5, atol=1e-5)
     assert op.sigma == pytest.approx(0.1)
+
+
+def test_to_image_renders_each_measurement_kind():
+    x = torch.rand(2, 3, 8, 12) * 2 - 1
+    inp = Inpainting.box((8, 12), (0, 0, 6, 8))
+    img = inp.to_image(inp.measure(x), (3, 8, 12))
+    assert img.shape == (2, 3, 8, 12) and torch.all(img[:, :, :, :6] == 0)
+    torch.testing.assert_close(img[:, :, :, 8:], x[:, :, :, 8:])
+    sr = SuperResolution(4, (3, 8, 12))
+    y = sr.A(x)
+    torch.testing.assert_close(sr.to_image(y, (3, 8, 12))[:, :, ::4, ::4], y.clamp(-1, 1))       # nearest neighbour
+    gray = Colorization().to_image(Colorization().A(x), (3, 8, 12))
+    assert gray.shape == (2, 3, 8, 12) and torch.equal(gray[:, 0], gray[:, 2])
+    cs = CompressedSensingCirculant(30, (3, 8, 12), seed=0)
+    img = cs.to_image(cs.A(x), (3, 8, 12))
+    assert img.shape == (2, 3, 8, 12) and img.min() == -1 and img.max() == 1

@@ -73,6 +73,7 @@ def test_hot_start_with_perturbation_naturalises_far_latent():
     assert out.mean().abs() < 0.15 and (out.var(0).mean() - 1).abs() < 0.15
 
 
+@pytest.mark.slow  # > 3 s on 2 cores: make test-slow
 def test_tiny_network_learns_and_samples_gaussian_mixture():
     # 2-D mixture: weight 0.25 at (−1.5, 0), 0.75 at (1.5, 0), component std 0.25. Tolerance on weights: ±0.1.
     torch.manual_seed(0)

@@ -86,8 +86,13 @@ def test_dsm_loss_is_lower_for_true_score(weighting):
     true = loss(GaussianScore(mean, var))
     for bad in (GaussianScore(mean + 0.3, var), GaussianScore(mean, var * 1.5), GaussianScore(mean, var * 0.6)):
         assert true < loss(bad)
-    # ε-loss of the exact score is E‖ε − E[ε|x_t]‖² < 1 (posterior variance of ε), and > 0.
-    assert 0 < true < 1 or weighting
+    # The exact score's loss is E_t[λ(t) mean_d Var(ε_d | x_t)] with Var(ε_d | x_t) = α²v_d / (α²v_d + σ²) for
+    # Gaussian data and λ = 1 (ε-loss) or β/σ² (likelihood weighting): quadrature over t vs the Monte-Carlo estimate.
+    t = torch.linspace(1e-3, sde.T, 100_001, dtype=torch.float64)
+    a2, s2 = torch.exp(2 * sde.log_alpha(t))[:, None], sde.marginal_std(t).square()[:, None]
+    lam = sde.beta(t) / s2[:, 0] if weighting else torch.ones_like(t)
+    expected = float(torch.trapezoid(lam * (a2 * var.double() / (a2 * var.double() + s2)).mean(1), t)) / (sde.T - 1e-3)
+    assert abs(true / expected - 1) < 0.12
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -139,12 +144,11 @@ def test_patch_tokens_roundtrip_and_validation():
 def test_gaussian_skip_gives_exact_gaussian_score(tmp_path):
     from sgilo.priors.io import load_prior, save_prior
     shape = (6, 4, 4)
-    net = LatentScoreNet(ScoreNetConfig(kind="h", latent_shape=shape, d_model=16, depth=1, heads=2,
-                                        gaussian_skip=True)).eval()          # output layer starts at zero
-    g = torch.Generator().manual_seed(0)
+    net = LatentScoreNet(ScoreNetConfig(kind="h", latent_shape=shape, d_model=16, depth=1, heads=2)).eval()
+    g = torch.Generator().manual_seed(0)                                      # output layer starts at zero
     data = 0.3 + 0.5 * torch.randn(4000, *shape, generator=g)
     scaler = LatentScaler(shape).fit(data)
-    prior = LatentPrior(net, VPSDE(), scaler, layer=1)
+    prior = LatentPrior(net, VPSDE(), scaler, layer=1, gaussian_skip=True)
     x = 0.3 + 0.5 * torch.randn(3, *shape, generator=g)
     u = scaler.normalize(x)
     for t in (0.01, 0.3, 1.0):
@@ -154,7 +158,7 @@ def test_gaussian_skip_gives_exact_gaussian_score(tmp_path):
                                    atol=1e-4)
     save_prior(tmp_path / "p", prior)
     again = load_prior(tmp_path / "p")
-    assert again.net.cfg.gaussian_skip
+    assert again.gaussian_skip
     torch.testing.assert_close(again.score(x, 0.3), prior.score(x, 0.3), rtol=1e-4, atol=1e-4)
 
 
@@ -176,3 +180,41 @@ def test_dsm_mixed_t_sampling_puts_mass_at_small_t():
     assert float(ts["mixed"].min()) >= 1e-3 - 1e-9 and float(ts["mixed"].max()) <= 1.0
     with pytest.raises(ValueError, match="t_sampling"):
         dsm_loss(eps_fn("x"), VPSDE(), x0, t_sampling="beta")
+
+
+# The skip moved from the network into the prior wrapper: the bundled priors (whose files still carry the flag and
+# the β range in the network config) load and give the scores of the old formula
+# s = −(F_θ(u, t) + σ_net(t)·u) / σ(t) / scale, with σ_net from the β range stored in the network config.
+
+
+@pytest.mark.parametrize("name", ["z", "h1", "h2"])
+def test_bundled_priors_keep_their_scores_after_moving_the_skip(name):
+    import json
+
+    from sgilo.priors.io import MODELS_DIR, bundled_prior_available
+    if not bundled_prior_available(name):
+        pytest.skip(f"bundled prior {name} not in this checkout")
+    prior = load_prior(name)
+    stored = json.loads((MODELS_DIR / f"prior_{name}.json").read_text())["config"]["net"]
+    assert prior.gaussian_skip == stored.get("gaussian_skip", False) and "gaussian_skip" not in prior.net.cfg.to_dict()
+    g = torch.Generator().manual_seed(0)
+    x = prior.scaler.denormalize(torch.randn(3, *prior.latent_shape, generator=g))
+    t = torch.tensor([0.01, 0.3, 0.9])
+    u = prior.scaler.normalize(x)
+    sigma_net = VPSDE(stored.get("beta_min", 0.1), stored.get("beta_max", 20.0)).marginal_std(t).float()
+    eps_old = prior.net(u, t) + (sigma_net.reshape(-1, *[1] * (u.ndim - 1)) * u if stored.get("gaussian_skip") else 0)
+    old = eps_to_score(eps_old, prior.sde.marginal_std(t)) / prior.scaler.scale
+    new = prior.score(x, t)
+    assert float((new - old).abs().max()) < 1e-5
+    assert not torch.allclose(prior.net(u, t), prior.eps(u, t))          # the network alone no longer has the skip
+
+
+def test_legacy_prior_config_with_a_different_beta_range_is_refused():
+    from sgilo.priors.score import read_prior_config
+    config = {"net": {"kind": "z", "latent_shape": [2, 4], "gaussian_skip": True, "beta_min": 0.2, "beta_max": 20.0},
+              "sde": {"beta_min": 0.1, "beta_max": 20.0, "T": 1.0, "N": 1000}}
+    with pytest.raises(ValueError, match="Gaussian skip's β range"):
+        read_prior_config(config)
+    config["net"]["beta_min"] = 0.1
+    assert read_prior_config(config) == (ScoreNetConfig(kind="z", latent_shape=(2, 4)), True)
+

@@ -33,14 +33,14 @@ def test_solve_writes_result(files, solver):
     res = json.loads((files / "out" / "result.json").read_text())
     m = res["metrics"]
     assert {"psnr", "ssim", "residual"} <= set(m["mean"]) and math.isfinite(m["mean"]["psnr"])
-    for key in ("coverage50", "coverage90", "diversity"):
-        assert key in m
+    assert ({"coverage50", "coverage90", "diversity", "psnr_sample"} <= set(m["mean"])) == (solver == "sgilo")
+    assert res["input"]["sha256"] and res["input"]["resize"] is None
     assert "rhat" in res["diagnostics"] and res["seconds"] > 0 and res["seed"] == 0
     assert res["task"]["task"] == "inpaint-random"
     assert (files / "out" / "latents.safetensors").is_file() and (files / "out" / "summary.png").is_file()
     if solver == "sgilo":
         assert len(m["samples"]) == 2 and {"psnr", "ssim", "residual"} <= set(m["samples"][1])
-        assert 0 <= m["coverage90"] <= 1 and (files / "out" / "sample_01.png").is_file()
+        assert 0 <= m["mean"]["coverage90"] <= 1 and (files / "out" / "sample_01.png").is_file()
         assert (files / "out" / "std.png").is_file()
 
 

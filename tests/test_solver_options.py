@@ -112,7 +112,7 @@ def test_continue_from_latents_library(setup):
                                rtol=1e-5, atol=1e-3)
     point = ilo.solve(y, op, G, fit, config=ilo.ILOConfig(steps=(3, 2)))      # B rows → tiled over K chains
     warm = sgilo.solve(y, op, G, fit, config=replace(cfg, steps=(2, 2)), init=Latents.from_result(point))
-    torch.testing.assert_close(warm.traces["data"][0], torch.tensor([point.diagnostics["final_data_term"]] * 2),
+    torch.testing.assert_close(warm.traces["data"][0], torch.tensor(point.diagnostics["final_data_term"] * 2),
                                rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="at layer k=2"):
         sgilo.solve(y, op, G, fit, config=replace(cfg, steps=(2, 2)), init=lat)

@@ -76,6 +76,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "sgilo", *args]
 
 
+@pytest.mark.slow  # subprocesses / repeated bench runs: make test-slow
 def test_kill_and_resume(tiny_zip, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -100,6 +101,7 @@ def test_kill_and_resume(tiny_zip, tmp_path):
     assert "resumed from" in res.stderr + res.stdout
 
 
+@pytest.mark.slow  # subprocesses / repeated bench runs: make test-slow
 def test_two_process_training(tiny_zip, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

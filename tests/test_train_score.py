@@ -118,9 +118,8 @@ def test_naturalize_noisy_start_changes_the_image():
     fit = fit_gaussianized_w(G.mapping, 2000, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
     h = head(G.synthesis, fit(torch.randn(500, G.num_ws, G.w_dim, generator=g)), 1, noise_mode="const").h
-    net = LatentScoreNet(ScoreNetConfig(kind="h", latent_shape=tuple(h.shape[1:]), d_model=16, depth=1, heads=2,
-                                        gaussian_skip=True)).eval()
-    prior = LatentPrior(net, VPSDE(), LatentScaler(tuple(h.shape[1:])).fit(h), layer=1)
+    net = LatentScoreNet(ScoreNetConfig(kind="h", latent_shape=tuple(h.shape[1:]), d_model=16, depth=1, heads=2)).eval()
+    prior = LatentPrior(net, VPSDE(), LatentScaler(tuple(h.shape[1:])).fit(h), layer=1, gaussian_skip=True)
     before, after = naturalize_pairs(G, fit, prior, 3, torch.Generator().manual_seed(1), start="noisy", noise=5.0,
                                      t=0.5, n_steps=20)
     assert before.shape == after.shape == (3, 3, 32, 32) and torch.isfinite(after).all()

@@ -1,8 +1,12 @@
-"""Library side of `sgilo solve` and `sgilo demo` (SGILO, Daras et al., ICML 2022; ILO 2021; CSGM 2017): load models,
-run a solver, score it and write DIR/result.json, PNGs and the latents (safetensors) so a run can be continued.
+"""Library side of `sgilo solve` (SGILO, Daras et al., ICML 2022; ILO 2021; CSGM 2017): check the output folder,
+load the models (`sgilo.app.models`), run the registry's solver (`sgilo.solvers.registry`), score it
+(`sgilo.metrics.quality.image_metrics`) and write DIR/result.json, the PNGs, the labelled sheet and the latents
+(`sgilo.app.outputs`) so a run can be continued.
 
 The click commands in `sgilo.cli` only parse options; the operator is built there (task presets live in `sgilo.bench`)
-and passed in as an object.
+and passed in as a factory of the image shape. result.json records the input image (path, sha256, size, the centre
+crop and resize applied), the task, the config, ``metrics.mean`` (`image_metrics` of the estimate / posterior mean,
+with the sample-set numbers) and ``metrics.samples`` (one entry per sample).
 
 Continuing a run: ``sgilo solve … --init DIR`` (or DIR/latents.safetensors) starts from the final iterate that an
 earlier run saved — its split layer k, z, h_k, skip image and noise maps — and skips the rounds before k (they are
@@ -15,24 +19,19 @@ metrics entry; ``--lpips-weight W > 0`` also adds W · LPIPS(A†A x, A†y) to 
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
-from dataclasses import fields, replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch import Tensor
 
-from sgilo.checkpoints import atomic_write, atomic_write_text
-from sgilo.generator.io import bundled_available, load_generator
-from sgilo.solvers import csgm, ilo, sgilo
-from sgilo.solvers.result import Latents, Result
-
-SOLVERS = {"csgm": (csgm, csgm.CSGMConfig), "ilo": (ilo, ilo.ILOConfig), "sgilo": (sgilo, sgilo.SGILOConfig)}
+from sgilo.app.models import load_models, resolve_device
+from sgilo.app.outputs import (check_out_dir, clear_outputs, input_record, load_latents, save_latents,
+                               save_reconstruction, write_json)
+from sgilo.generator.io import bundled_available
+from sgilo.metrics.quality import image_metrics
+from sgilo.solvers.registry import SOLVERS, get_solver
 
 
 # ----------------------------------------------------------------------------
@@ -44,11 +43,8 @@ def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] 
                 lpips_weight: float | None = None, geocross: float | None = None, preset: str = "paper",
                 precision: str | None = None, step_control: str | None = None):
     """The ``preset`` config (`sgilo.app.presets`: 'paper' or 'utkface64') with the given overrides."""
-    from dataclasses import replace
-
     from sgilo.app.presets import preset_config
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}, expected one of {sorted(SOLVERS)}")
+    get_solver(solver)                                                     # unknown name → one line
     if samples is not None and (not isinstance(samples, int) or samples < 1):
         raise ValueError(f"--samples K must be an integer >= 1, got {samples!r}")
     kw: dict = {"seed": seed, "progress": progress, **({"precision": precision} if precision else {})}
@@ -65,66 +61,13 @@ def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] 
         kw.update({"chains": samples} if samples else {})
         kw.update({"eta": eta} if eta is not None else {})
         kw.update({"mode": mode} if mode else {})
-        kw.update({"step_control": step_control} if step_control else {})
+        if step_control:                                                  # 'curvature' (default bounds) or 'none'
+            from sgilo.solvers.sgilo import CurvatureControl
+            on = preset_config(preset, solver).curvature or CurvatureControl()
+            kw["curvature"] = on if step_control == "curvature" else None
     elif step_control:
         raise ValueError(f"--step-control applies to --solver sgilo only, got --solver {solver}")
     return replace(preset_config(preset, solver), **kw)
-
-
-# ----------------------------------------------------------------------------
-# Priors for SGILO: "default" = the bundled ones that exist; a path = one prior file or a folder of prior_*.json.
-
-
-def load_priors(spec: str | None, rounds: int) -> dict:
-    from sgilo.priors.io import load_prior
-
-    if spec is None or spec == "none":
-        return {}
-    if spec == "default":
-        out = {}
-        for name in ["z"] + [f"h{k}" for k in range(1, rounds)]:
-            try:
-                out[name] = load_prior(name)
-            except FileNotFoundError:
-                continue
-        if not out:
-            warnings.warn("no bundled priors in this checkout: SGILO uses the N(0, I) prior of z only", RuntimeWarning,
-                          stacklevel=2)
-        return out
-    path = Path(spec)
-    if not path.exists() and not path.with_suffix(".json").exists():
-        raise FileNotFoundError(f"prior not found: {spec} (expected a prior file or a folder of prior_*.json)")
-    files = sorted(path.glob("prior_*.json")) if path.is_dir() else [path]
-    priors = [load_prior(f) for f in files]
-    return {("z" if p.kind == "z" else f"h{p.layer}"): p for p in priors}
-
-
-# ----------------------------------------------------------------------------
-# Metrics of every sample and of the mean, plus coverage and diversity (sgilo.metrics).
-
-
-def score(result: Result, truth: Tensor | None, operator, y: Tensor, lpips=None) -> dict:
-    """``lpips``: an optional `sgilo.metrics.lpips.LPIPS`; adds ``lpips`` (to the truth) to every metrics entry."""
-    from sgilo.metrics.posterior import coverage, diversity
-    from sgilo.metrics.quality import measurement_residual, psnr, ssim
-
-    @torch.no_grad()
-    def one(x: Tensor) -> dict:
-        m = {"residual": float(measurement_residual(operator, x, y)[0])}
-        if truth is not None:
-            m.update(psnr=float(psnr(x.clamp(-1, 1), truth)[0]), ssim=float(ssim(x.clamp(-1, 1), truth)[0]))
-            if lpips is not None:
-                m["lpips"] = float(lpips(x.clamp(-1, 1), truth)[0])
-        return m
-
-    out = {"mean": one(result.x_hat), "samples": [], "coverage50": None, "coverage90": None, "diversity": None}
-    if result.samples is not None:
-        out["samples"] = [one(s) for s in result.samples]
-        out["diversity"] = float(diversity(result.samples)[0]) if result.samples.shape[0] > 1 else 0.0
-        if truth is not None:
-            out["coverage50"] = float(coverage(result.samples, truth, 0.5)[0])
-            out["coverage90"] = float(coverage(result.samples, truth, 0.9)[0])
-    return out
 
 
 # ----------------------------------------------------------------------------
@@ -132,72 +75,29 @@ def score(result: Result, truth: Tensor | None, operator, y: Tensor, lpips=None)
 
 
 def config_dict(config) -> dict:
-    d = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "perceptual"}
-    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
+    """Fields of a (possibly nested) config dataclass as JSON-ready values."""
+    def value(v):
+        if is_dataclass(v) and not isinstance(v, type):
+            return config_dict(v)
+        return str(v) if isinstance(v, float) and not math.isfinite(v) else v
+    return {f.name: value(getattr(config, f.name)) for f in fields(config) if f.name != "perceptual"}
 
 
 # ----------------------------------------------------------------------------
-# Write PNGs (truth, measurement, samples, mean, std map, summary sheet) and latents.safetensors.
+# result.json pieces: metrics of the estimate (with the sample-set numbers) and of each sample; the data term.
 
 
-def write_outputs(out: Path, result: Result, truth: Tensor | None, meas_img: Tensor) -> None:
-    from sgilo.utils.images import save_image, save_image_grid
-
-    out.mkdir(parents=True, exist_ok=True)
-    tiles = []
-    if truth is not None:
-        save_image(truth[0], out / "truth.png")
-        tiles.append(truth[0])
-    save_image(meas_img[0], out / "measurement.png")
-    save_image(result.x_hat[0].clamp(-1, 1), out / "mean.png")
-    tiles += [meas_img[0], result.x_hat[0]]
-    if result.samples is not None:
-        std = result.std[0].mean(0, keepdim=True)                          # [1, H, W]
-        std_img = (std / std.max().clamp_min(1e-8) * 2 - 1).expand(3, -1, -1)
-        save_image(std_img, out / "std.png")
-        tiles.append(std_img)
-        for i, s in enumerate(result.samples[:, 0]):
-            save_image(s.clamp(-1, 1), out / f"sample_{i:02d}.png")
-        tiles += list(result.samples[:8, 0])
-    save_image_grid(torch.stack(tiles), out / "summary.png", nrow=len(tiles) if len(tiles) <= 6 else 6)
-    st = result.state
-    tensors = {"z": result.z, "ws": st.ws}
-    tensors.update({"h": st.h} if st.h is not None else {})
-    tensors.update({"skip": st.skip} if st.skip is not None else {})
-    tensors.update({f"noise_{i}": n for i, n in enumerate(st.noises) if n is not None})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(out / "latents.safetensors", lambda p: save_file(tensors, p, metadata={"k": str(st.k)}))
+def score(result, truth, y, operator, lpips=None) -> dict:
+    """{"mean": `image_metrics` of x̂ and the K samples, "samples": `image_metrics` of each sample} for image 0."""
+    samples = [] if result.samples is None else result.samples[:, :1]      # [K, 1, C, H, W]
+    return {"mean": image_metrics(result.x_hat[:1], truth, y[:1], operator, result.samples, lpips)[0],
+            "samples": [image_metrics(s, truth, y[:1], operator, None, lpips)[0] for s in samples]}
 
 
-# ----------------------------------------------------------------------------
-# Read latents.safetensors (a run folder or the file) back into `Latents` for --init.
-
-
-def load_latents(path: str | Path) -> Latents:
-    p = Path(path)
-    p = p / "latents.safetensors" if p.is_dir() else p
-    if not p.is_file():
-        raise FileNotFoundError(f"--init: no saved latents at {path} (expected a run folder or the "
-                                f"latents.safetensors that `sgilo solve` writes)")
-    with safe_open(str(p), framework="pt") as f:
-        meta, t = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    if "z" not in t or "k" not in meta:
-        raise ValueError(f"--init: {p} is not a latents file written by `sgilo solve` (needs tensor 'z' and metadata k)")
-    n = len([k for k in t if k.startswith("noise_")])
-    if any(f"noise_{i}" not in t for i in range(n)):
-        raise ValueError(f"--init: {p} has noise maps with missing indices: {sorted(k for k in t if 'noise' in k)}")
-    return Latents(k=int(meta["k"]), z=t["z"], h=t.get("h"), skip=t.get("skip"),
-                   noises=tuple(t[f"noise_{i}"] for i in range(n)))
+def data_term(result) -> dict:
+    data = result.traces["data"]
+    return {"initial": data[0].flatten().tolist() if len(data) else None,
+            "final": torch.tensor(result.diagnostics["final_data_term"]).flatten().tolist()}
 
 
 # ----------------------------------------------------------------------------
@@ -206,52 +106,56 @@ def load_latents(path: str | Path) -> Latents:
 
 def solve_image(image: str | Path, make_operator, solver: str, config, out: str | Path, model: str = "default",
                 prior: str | None = "default", task: dict | None = None, seed: int = 0,
-                lpips_weights: str | Path | None = None, init: str | Path | None = None) -> dict:
-    """Load the model and the image (at the generator's resolution), measure it with ``make_operator(image_shape)``,
-    solve, score and write DIR/result.json, the PNGs and latents.safetensors.
+                lpips_weights: str | Path | None = None, init: str | Path | None = None,
+                device: str | torch.device | None = None, overwrite: bool = False) -> dict:
+    """Check ``out`` (writable; an earlier run there only with ``overwrite``), load the model and the image (centre
+    crop + resize to the generator's resolution, logged and recorded), measure it with ``make_operator(image_shape)``,
+    solve with the registry's solver, score and write DIR/result.json, the PNGs, the sheet and latents.safetensors.
 
     ``lpips_weights``: local LPIPS weights (metric, and data term when config.lpips_weight > 0); ``init``: a run
-    folder or latents file to continue from."""
+    folder or latents file to continue from; ``device``: 'cpu', 'cuda', … (default cpu)."""
     from sgilo.metrics.lpips import LPIPS
-    from sgilo.utils.images import load_image, measurement_to_image
+    from sgilo.utils.images import load_image
 
     if not Path(image).is_file():
         raise FileNotFoundError(f"image not found: {image}")
+    out = check_out_dir(out, overwrite)
     if config.lpips_weight > 0 and lpips_weights is None:
         raise ValueError(f"--lpips-weight {config.lpips_weight} > 0 needs --lpips-weights PATH (local LPIPS-VGG "
                          f"weights, layout in sgilo/metrics/lpips.py); nothing is downloaded")
-    lpips = LPIPS(lpips_weights) if lpips_weights is not None else None
+    device = resolve_device(device)
+    entry = get_solver(solver)
+    lpips = LPIPS(lpips_weights).to(device) if lpips_weights is not None else None
     start = load_latents(init) if init is not None else None
-    G, fit = load_generator(model)
-    if lpips is not None:
-        lpips = lpips.to(G.mapping.w_avg.device)
-        config = replace(config, perceptual=lpips) if config.lpips_weight > 0 else config
-    truth = load_image(image, G.img_resolution)                           # [1, 3, R, R]
-    operator = make_operator(tuple(truth.shape[1:]))
-    y = operator.measure(truth, generator=torch.Generator().manual_seed(seed))
-    mod = SOLVERS[solver][0]
+    G, fit, priors = load_models(model, prior if solver == "sgilo" else "none", device)
+    if lpips is not None and config.lpips_weight > 0:
+        config = replace(config, perceptual=lpips)
+    truth = load_image(image, G.img_resolution).to(device)                 # [1, 3, R, R]
+    source = input_record(image, G.img_resolution)
+    operator = make_operator(tuple(truth.shape[1:])).to(device)
+    y = operator.measure(truth, generator=torch.Generator(device=device).manual_seed(seed))
     t0 = time.perf_counter()
-    if solver == "sgilo":
-        result = mod.solve(y, operator, G, fit, priors=load_priors(prior, len(config.steps)), config=config,
-                           init=start)
-    else:
-        result = mod.solve(y, operator, G, fit, config=config, init=start)
+    result = entry.solve(y, operator, G, fit, priors=priors, config=config, init=start)
     seconds = time.perf_counter() - t0
-    out = Path(out)
-    write_outputs(out, result, truth, measurement_to_image(operator, y, tuple(truth.shape[1:])))
+    clear_outputs(out)
+    meas = operator.to_image(y, tuple(truth.shape[1:]))[0]
+    files = save_reconstruction(out, result.x_hat[0], meas, truth[0], None if result.samples is None else
+                                result.samples[:, 0], title=f"{solver} · {(task or {}).get('task', '')}")["files"]
+    save_latents(out, result)
     diag = {k: v for k, v in result.diagnostics.items() if k not in ("final_data_term",)}
     diag.setdefault("rhat", None)
-    data = result.traces["data"]
-    data_term = {"initial": data[0].flatten().tolist() if len(data) else None,
-                 "final": torch.tensor(result.diagnostics["final_data_term"]).flatten().tolist()}
-    report = {"solver": solver, "seed": seed, "task": task or {}, "model": str(model), "prior": prior,
+    report = {"solver": solver, "seed": seed, "task": task or {}, "input": source, "model": str(model),
+              "prior": prior if solver == "sgilo" else None, "priors_loaded": sorted(priors),
               "init": None if init is None else str(init), "start_layer": 0 if start is None else start.k,
-              "lpips_weights": None if lpips_weights is None else str(lpips_weights), "data_term": data_term,
-              "config": config_dict(config), "metrics": score(result, truth, operator, y, lpips), "diagnostics": diag,
-              "seconds": seconds, "seconds_per_round": result.seconds_per_round,
-              "bundled_model": bundled_available()}
-    atomic_write_text(out / "result.json", json.dumps(_clean(report), indent=2) + "\n")
+              "lpips_weights": None if lpips_weights is None else str(lpips_weights), "device": str(device),
+              "data_term": data_term(result), "config": config_dict(config),
+              "metrics": score(result, truth, y, operator, lpips),
+              "diagnostics": diag, "seconds": seconds, "seconds_per_round": result.seconds_per_round,
+              "bundled_model": bundled_available(), "files": files + ["latents.safetensors", "result.json"]}
+    write_json(out / "result.json", report)
     return report
 
 
-__all__ = ["SOLVERS", "make_config", "load_priors", "load_latents", "score", "solve_image", "write_outputs"]
+__all__ = ["SOLVERS", "config_dict", "data_term", "load_latents", "make_config", "score", "solve_image"]
+
+

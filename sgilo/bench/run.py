@@ -10,17 +10,22 @@
   `results.jsonl`. A changed preset, model, prior set or seeding scheme in the same folder is refused.
 * Distributed: under `torchrun`, chunk×solver units are dealt round-robin to the ranks; rank 0 waits for every rank's
   done marker (file based, so no collective time-out on long runs), merges into `results.jsonl` and writes the summary.
+* Equal budget (``budget``): every generative solver gets K = ``chains`` restarts/chains and the steps that spend the
+  same number of generator evaluations per image (`sgilo.bench.budget`); every record carries the measured ``nfe``.
+* Three estimates per generative cell (metrics): ``psnr``/``ssim`` of the mean of the K outputs (the ranked estimate;
+  for CSGM/ILO the mean of the restarts, not the best one), ``psnr_best``/``ssim_best`` of the output with the lowest
+  final data term (CSGM/ILO: measurement loss; SGILO: the chain's data term), ``psnr_sample``/``ssim_sample`` the mean
+  over the K single outputs. Coverage and diversity only for posterior samplers (SGILO and its variants).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
-import warnings
 import zlib
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +33,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from sgilo.bench.budget import planned_nfe, with_budget
 from sgilo.bench.lasso import lasso_solve, tune_lambda
-from sgilo.bench.presets import SOLVER_PRESETS, SOLVERS, TASK_GROUPS, TASK_PRESETS, preset_params
+from sgilo.bench.presets import BENCH_SOLVERS, SOLVER_PRESETS, SOLVERS, TASK_GROUPS, TASK_PRESETS, preset_params
 from sgilo.bench.tasks import make_operator, task_params
 from sgilo.checkpoints import atomic_write_text
-from sgilo.metrics.posterior import coverage, diversity
-from sgilo.metrics.quality import measurement_residual, mse, psnr, ssim
+from sgilo.metrics.quality import image_metrics, psnr, ssim
+from sgilo.solvers.registry import get_solver
 from sgilo.solvers.rng import row_seed
-from sgilo.utils.images import measurement_to_image, to_uint8
+from sgilo.utils.images import to_uint8
 
 KEY = ("task", "solver", "seed", "image")
 FIXED = ("preset", "model", "priors", "split", "solver_configs", "seeding")
@@ -59,6 +65,8 @@ class BenchConfig:
     model: str = "default"                            # generator name or path
     priors: tuple[str, ...] = ("default",)            # 'default' (bundled), 'none', or prior paths
     batch: int | None = None                          # images per solver call (None: the preset's)
+    budget: int | None = None                         # generator evaluations per image for every generative solver
+    chains: int = 3                                   # K restarts (CSGM, ILO) / chains (SGILO) under a budget
     n_show: int = 4                                   # images per task kept for the figures
     figures: bool = True                              # write figures/ (summary.json and summary.md always)
     progress: bool = True
@@ -72,10 +80,11 @@ class BenchConfig:
         bad = [t for t in self.tasks if t not in TASK_PRESETS]
         if bad or not self.tasks:
             raise ValueError(f"unknown task preset(s) {bad or self.tasks!r}; expected names of {sorted(TASK_PRESETS)}")
-        for name in ("seeds", "n_images", "batch"):
+        for name in ("seeds", "n_images", "batch", "budget", "chains"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        solver_configs(self)                          # a budget too small for a solver: one line before any work
 
 
 # ----------------------------------------------------------------------------
@@ -87,28 +96,32 @@ def stable_id(text: str) -> int:
 
 
 # ----------------------------------------------------------------------------
-# Load the generator, its Gaussianised-w+ fit and the priors ('default' = every bundled prior that exists).
+# The config of every bench solver of a run: the preset's, with the equal-budget steps and K when a budget is given.
 
 
-def load_models(model: str, prior_specs: tuple[str, ...], device: torch.device):
-    from sgilo.generator.io import load_generator
-    from sgilo.priors.io import load_prior
+def solver_configs(cfg: BenchConfig) -> dict[str, Any]:
+    preset = SOLVER_PRESETS[cfg.preset]
+    out = {}
+    for s in cfg.solvers:
+        c = preset.config(s)
+        out[s] = c if cfg.budget is None or BENCH_SOLVERS[s].base == "lasso" else with_budget(c, cfg.budget, cfg.chains)
+    return out
 
-    G, fit = load_generator(model, device=device)
-    priors: dict = {}
-    for spec in prior_specs:
-        if spec == "none":
-            continue
-        names = ["z"] + [f"h{k}" for k in range(1, G.synthesis.num_blocks)] if spec == "default" else [spec]
-        for name in names:
-            try:
-                p = load_prior(name, device=device)
-            except FileNotFoundError:
-                if spec == "default":
-                    continue
-                raise
-            priors["z" if p.kind == "z" else f"h{p.layer}"] = p
-    return G, fit, priors
+
+# ----------------------------------------------------------------------------
+# The priors a bench solver runs with: the loaded ones, or their Gaussian counterparts (`sgilo-gauss`: the exact
+# N(0, I) score for z, a per-feature Gaussian of each h_k prior's normalisation statistics; `sgilo.priors.gaussian`).
+
+
+def solver_priors(kind: str, priors: dict, cache: dict) -> dict:
+    if kind == "learned":
+        return priors
+    if kind == "none":
+        return {}
+    if "gauss" not in cache:
+        from sgilo.priors.gaussian import gaussian_priors
+        cache["gauss"] = gaussian_priors(priors)
+    return cache["gauss"]
 
 
 # ----------------------------------------------------------------------------
@@ -133,51 +146,66 @@ def image_seed(seed: int, task: str, i: int) -> int:
 
 
 # ----------------------------------------------------------------------------
-# Run one solver on a chunk: (x̂ [B, C, H, W], samples [K, B, C, H, W] or None, per-image extras).
+# What one solver call gives the benchmark.
+
+
+@dataclass
+class Outcome:
+    x_rank: Tensor                 # [B, C, H, W] the ranked estimate: the mean of the K outputs (Lasso: its output)
+    outputs: Tensor | None         # [K, B, C, H, W] every restart's / chain's output (None: Lasso)
+    best: Tensor | None            # [B] index of the output with the lowest final data term
+    samples: bool                  # outputs are posterior samples (coverage, diversity are reported)
+    extras: list[dict]             # per image: nfe, stopped, rhat (samplers), lam (Lasso)
+
+
+# ----------------------------------------------------------------------------
+# Run one bench solver on a chunk.
 
 
 def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: float | None,
-               seeds: list[int] | None = None):
+               seeds: list[int] | None = None, cache: dict | None = None) -> Outcome:
     """``seed``: the chunk-independent (bench seed, task) seed (Lasso's power iteration, the config's base seed);
     ``seeds``: one solver seed per image of y (the random streams of the generative solvers)."""
-    from sgilo.solvers import csgm, ilo, sgilo
-
     G, fit, priors = models
-    B = y.shape[0]
-    if name.startswith("lasso"):
+    B, spec = y.shape[0], BENCH_SOLVERS[name]
+    if spec.base == "lasso":
         g = torch.Generator().manual_seed(seed)
-        return lasso_solve(y, operator, lam, config, generator=g), None, [{"lam": lam}] * B
-    cfg = replace(config, seed=seed)
-    if name == "csgm":
-        r = csgm.solve(y, operator, G, fit, config=cfg, seeds=seeds)
-    elif name == "ilo":
-        r = ilo.solve(y, operator, G, fit, config=cfg, seeds=seeds)
-    else:
-        r = sgilo.solve(y, operator, G, fit, priors=priors, config=cfg, seeds=seeds)
-    extras = [{"stopped": r.diagnostics.get("stopped")} for _ in range(B)]
+        return Outcome(lasso_solve(y, operator, lam, config, generator=g), None, None, False, [{"lam": lam}] * B)
+    entry = get_solver(spec.base)
+    r = entry.solve(y, operator, G, fit, priors=solver_priors(spec.priors, priors, {} if cache is None else cache),
+                    config=replace(config, seed=seed), seeds=seeds)
+    outputs = r.outputs.detach()
+    best = torch.tensor(r.diagnostics["final_data_term"], device=outputs.device).reshape(outputs.shape[:2]).argmin(0)
+    nfe = r.diagnostics.get("nfe", planned_nfe(config))
+    extras = [{"stopped": r.diagnostics.get("stopped"), "nfe": nfe, "nfe_planned": planned_nfe(config),
+               "K": outputs.shape[0]} for _ in range(B)]
     rhat = r.diagnostics.get("rhat") or {}
     for b in range(B):
         vals = [v for per in rhat.values() for v in per[b] if np.isfinite(v)]
         if vals:
             extras[b]["rhat"] = max(vals)
-    return r.x_hat.detach(), (None if r.samples is None else r.samples.detach()), extras
+    return Outcome(outputs.mean(0), outputs, best, entry.samples, extras)
 
 
 # ----------------------------------------------------------------------------
-# Metrics of every image of a chunk: PSNR, SSIM, MSE, residual; with K ≥ 2 samples also coverage, diversity.
+# Metrics of every image of a chunk: `image_metrics` of the ranked estimate, plus the best-of-K and single-output
+# estimates (images clamped to [-1, 1] as `image_metrics` does).
 
 
 @torch.no_grad()
-def image_metrics(x_hat: Tensor, x: Tensor, y: Tensor, operator, samples: Tensor | None) -> list[dict]:
-    """Shapes: x_hat, x [B, C, H, W]; y [B, ...]; samples [K, B, C, H, W] or None. Returns B dicts of floats."""
-    m = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x), "mse": mse(x_hat, x),
-         "residual": measurement_residual(operator, x_hat, y)}
-    if samples is not None and samples.shape[0] >= 2:
-        m["coverage50"] = coverage(samples, x, 0.5)
-        m["coverage90"] = coverage(samples, x, 0.9)
-        m["diversity"] = diversity(samples)
-        m["psnr_sample"] = torch.stack([psnr(s, x) for s in samples]).mean(0)
-    return [{k: float(v[b]) for k, v in m.items()} for b in range(x.shape[0])]
+def cell_metrics(out: Outcome, x: Tensor, y: Tensor, operator) -> list[dict]:
+    """Shapes: x [B, C, H, W]; y [B, ...]. Returns B dicts of floats."""
+    per = image_metrics(out.x_rank, x, y, operator, samples=out.outputs)
+    if out.outputs is None:
+        return per
+    outs = out.outputs.clamp(-1, 1)
+    B = x.shape[0]
+    best = outs[out.best, torch.arange(B, device=outs.device)]                       # [B, C, H, W]
+    extra = {"psnr_best": psnr(best, x), "ssim_best": ssim(best, x),
+             "ssim_sample": torch.stack([ssim(o, x) for o in outs]).mean(0)}
+    drop = () if out.samples else ("coverage50", "coverage90", "diversity", "std_mean")
+    return [{**{k: v for k, v in m.items() if k not in drop}, **{k: float(v[b]) for k, v in extra.items()}}
+            for b, m in enumerate(per)]
 
 
 # ----------------------------------------------------------------------------
@@ -285,22 +313,23 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
     from sgilo.bench.summary import write_summary
     from sgilo.utils.datasets import load_image_set, to_float
 
+    from sgilo.app.models import load_models
+
     device = torch.device(device)
     out, preset = Path(cfg.out), SOLVER_PRESETS[cfg.preset]
     rank, world, token = distributed_setup()
     models = models if models is not None else load_models(cfg.model, cfg.priors, device)
     G = models[0]
-    if "sgilo" in cfg.solvers and not models[2]:
-        warnings.warn("no latent priors found: SGILO runs with the N(0, I) score of z only", RuntimeWarning,
-                      stacklevel=2)
     res = G.cfg.img_resolution
-    n_images, batch = cfg.n_images or preset["n_images"], cfg.batch or preset["batch"]
+    n_images, batch = cfg.n_images or preset.n_images, cfg.batch or preset.batch
     x_all = to_float(load_image_set(cfg.data, res, cfg.split, limit=n_images)).to(device)
     shape = tuple(x_all.shape[1:])
-    configs = {s: preset[s] for s in cfg.solvers}
+    configs = solver_configs(cfg)
     params = {t: task_params(TASK_PRESETS[t].task, shape, 0, **preset_params(t, shape)) for t in cfg.tasks}
     info = {**asdict(cfg), "batch": batch, "n_images": len(x_all), "world_size": world, "device": str(device),
-            "solver_configs": {s: repr(c) for s, c in configs.items()}, "tuning": preset["tuning"],
+            "solver_configs": {s: repr(c) for s, c in configs.items()}, "tuning": preset.tuning,
+            "solvers_described": {s: BENCH_SOLVERS[s].variables for s in cfg.solvers},
+            "nfe_planned": {s: planned_nfe(c) for s, c in configs.items() if BENCH_SOLVERS[s].base != "lasso"},
             "task_params": params, "tasks": list(cfg.tasks), "priors": sorted(models[2]), "seeding": SEEDING}
     out.mkdir(parents=True, exist_ok=True)
     check_run_config(out, info, write=rank == 0)                         # every rank refuses a mismatched folder
@@ -327,7 +356,8 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
         return None
     wait_for_ranks(parts, world, token)
     records = merge_results(out, cfg.tasks)
-    write_summary(out, records, cfg.tasks, cfg.solvers, figures=cfg.figures)
+    write_summary(out, records, cfg.tasks, cfg.solvers, figures=cfg.figures,
+                  described={s: BENCH_SOLVERS[s].variables for s in cfg.solvers})
     return records
 
 
@@ -347,7 +377,7 @@ def run_unit(cfg: BenchConfig, out: Path, task: str, seed: int, start: int, stop
     x = x_all[start:stop]
     y = measure_images(operator, x, seed, task, idx)
     lam = None
-    if solver.startswith("lasso"):
+    if BENCH_SOLVERS[solver].base == "lasso":
         lam = config.lam
         if lam is None and (task, seed, solver) not in cache:                 # λ from train/ images only
             train = to_float(load_image_set(cfg.data, shape[1], "train", limit=config.tune_images)).to(device)
@@ -355,19 +385,20 @@ def run_unit(cfg: BenchConfig, out: Path, task: str, seed: int, start: int, stop
                                                       torch.Generator(device=device).manual_seed(seed))[0]
         lam = cache.get((task, seed, solver), lam)
     t0 = time.perf_counter()
-    x_hat, samples, extras = run_solver(solver, y, operator, models, config, row_seed(seed, stable_id(task), 0) % 2**62,
-                                        lam, [image_seed(seed, task, i) for i in idx])
+    res = run_solver(solver, y, operator, models, config, row_seed(seed, stable_id(task), 0) % 2**62,
+                     lam, [image_seed(seed, task, i) for i in idx], cache)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    metrics = image_metrics(x_hat, x, y, operator, samples)
-    meas = measurement_to_image(operator, y, shape)
+    metrics = cell_metrics(res, x, y, operator)
+    meas = operator.to_image(y, shape)
     lines = []
     for b, i in enumerate(idx):
         if i < cfg.n_show:
-            save_recon(out, task, solver, seed, i, x[b], meas[b], x_hat[b], None if samples is None else samples[:, b])
+            save_recon(out, task, solver, seed, i, x[b], meas[b], res.x_rank[b],
+                       res.outputs[:, b] if res.samples else None)
         rec = {"task": task, "solver": solver, "seed": seed, "image": i, "metrics": metrics[b],
                "seconds": seconds / len(idx), "batch_seconds": seconds, "batch": len(idx),
-               "n_measurements": int(y[b].numel()), "params": {**params, "seed": seed}, **extras[b]}
+               "n_measurements": int(y[b].numel()), "params": {**params, "seed": seed}, **res.extras[b]}
         lines.append(json.dumps(rec) + "\n")
     return "".join(lines)

@@ -1,7 +1,8 @@
 """`sgilo bench-speed`: the cost of one SGILO Langevin step (Daras et al., ICML 2022, Eq. 5) against what the hardware
 can do, measured in the same run.
 
-For batch sizes B and chain counts K (N = K·B rows) one step of round k (z, h_k and the trainable noise maps) is timed
+For batch sizes B and chain counts K (N = K·B rows) one step of round k (z, h_k and the trainable noise maps) — the
+solver's own `sgilo.solvers.sgilo.sgilo_step`, with its per-variable steps, penalties and projection — is timed
 in three parts — generator (tail forward + backward to the leaves), score network (all prior scores), everything else
 (update, projection, bookkeeping) — in fp32 and under bf16 autocast. Achieved FLOP/s uses the FLOPs counted by
 `torch.utils.flop_counter` for one step (convolutions, matmuls, attention) and is compared with the practical peak: the
@@ -114,10 +115,10 @@ def speed_models(device: torch.device, round_k: int, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------
-# A round-k iterate for B images × K chains on a 5% random-inpainting problem.
+# A round-k iterate for B images × K chains on a 5% random-inpainting problem, the generator tail in `dtype`.
 
 
-def setup_round(G, fit, B: int, K: int, k: int, device: torch.device, seed: int):
+def setup_round(G, fit, B: int, K: int, k: int, device: torch.device, seed: int, dtype: str = "fp32"):
     from sgilo.operators.inpainting import Inpainting
     from sgilo.solvers.rounds import Constraints, begin_round, init_iterate, make_problem
     from sgilo.solvers.sgilo import SGILOConfig
@@ -125,42 +126,32 @@ def setup_round(G, fit, B: int, K: int, k: int, device: torch.device, seed: int)
     res = G.cfg.img_resolution
     op = Inpainting.random((res, res), 0.05, seed).to(device)
     x = torch.rand([B, G.cfg.img_channels, res, res], generator=torch.Generator().manual_seed(seed)).to(device) * 2 - 1
-    c = SGILOConfig(chains=K, steps=(1,) * (k + 1), seed=seed)
-    problem = make_problem(op.A(x), op, G, fit, K, seed, c.sigma_min, None, False)
+    c = SGILOConfig(chains=K, steps=(1,) * (k + 1), seed=seed, precision=dtype)
+    problem = make_problem(op.A(x), op, G, fit, K, seed, c.sigma_min, None, False, precision=dtype)
     it = begin_round(problem, init_iterate(problem), k, c.noise_lookahead, c.carry_skip)
     return problem, it, c, Constraints.at(it, c.project)
 
 
 # ----------------------------------------------------------------------------
-# One instrumented Langevin step (same calls as `sgilo.solvers.sgilo.langevin_step_factory`): seconds per part.
+# One step of the solver itself (`sgilo.solvers.sgilo.sgilo_step`: η_v per variable, penalties, Π), timed in parts.
 
 
 def timed_step(problem, it, c, priors, cons, device: torch.device) -> tuple[float, float, float]:
-    from sgilo.solvers.langevin import langevin_step
-    from sgilo.solvers.rounds import active_rows, render
-    from sgilo.solvers.sgilo import variable_scores
+    """Seconds of (generator forward + backward, prior scores, update + projection) of one `sgilo_step`."""
+    from sgilo.solvers.rounds import geocross_penalty
+    from sgilo.solvers.sgilo import sgilo_step, step_sizes
+
+    marks: list[float] = []
+
+    def timer(part: str) -> None:
+        sync(device)
+        marks.append(time.perf_counter())
 
     sync(device)
     t0 = time.perf_counter()
-    x = render(problem, it)
-    f = problem.fidelity(x)                                               # [N]
-    params = it.params()
-    grads = dict(zip(params, torch.autograd.grad(f.float().sum(), list(params.values())), strict=True))
-    sync(device)
-    t1 = time.perf_counter()
-    scores = variable_scores(it, priors, c.t_h)
-    sync(device)
-    t2 = time.perf_counter()
-    mask_z = active_rows(problem.synthesis, it.k, it.z)
-    with torch.no_grad():
-        for n, p in params.items():
-            g, s = grads[n].float(), (None if scores[n] is None else scores[n].float())
-            p.copy_(langevin_step(p.detach(), g, s, c.eta, c.lam, c.beta, problem.gens,
-                                  mask=mask_z if n == "z" else None))
-    cons.apply(it)
-    sync(device)
-    t3 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2
+    sgilo_step(problem, it, step_sizes(it, c), priors, c, penalty=geocross_penalty(problem, c.geocross_weight),
+               constraints=cons, timer=timer)
+    return marks[0] - t0, marks[1] - marks[0], marks[2] - marks[1]
 
 
 # ----------------------------------------------------------------------------
@@ -176,7 +167,8 @@ def naive_step(problem, it, c, priors, G_train, device: torch.device) -> float:
 
     sync(device)
     t0 = time.perf_counter()
-    fresh = {n: LatentPrior(p.net, type(p.sde)(**p.sde.to_dict()), p.scaler, p.layer) for n, p in priors.items()}
+    fresh = {n: LatentPrior(p.net, type(p.sde)(**p.sde.to_dict()), p.scaler, p.layer, gaussian_skip=p.gaussian_skip)
+             for n, p in priors.items()}
     gens = StackedGenerator(problem.gens.seed, problem.chains, problem.batch, device)
     prob = replace(problem, synthesis=G_train.synthesis, gens=gens)
     f = prob.fidelity(render(prob, it))
@@ -239,12 +231,11 @@ def conv_peak(shapes, dtype: str, device: torch.device, reps: int = 3) -> dict:
 
 
 def curvature_seconds(problem, it, c, priors, device: torch.device) -> float:
-    from sgilo.solvers.sgilo import curvature_control
+    from sgilo.solvers.sgilo import CurvatureControl, curvature_control, step_sizes
 
-    eta = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) for n in it.params()}
     sync(device)
     t0 = time.perf_counter()
-    curvature_control(problem, it, eta, replace(c, step_control="curvature"), priors)
+    curvature_control(problem, it, step_sizes(it, c), replace(c, curvature=c.curvature or CurvatureControl()), priors)
     sync(device)
     return time.perf_counter() - t0
 
@@ -259,13 +250,12 @@ def time_setting(models, B: int, K: int, dtype: str, cfg: SpeedConfig, device: t
     G, fit, priors = models
     if dtype == "bf16" and not native_bf16(device):
         cfg = replace(cfg, warmup=1, steps=1)
-    problem, it, c, cons = setup_round(G, fit, B, K, cfg.round_k, device, cfg.seed)
+    problem, it, c, cons = setup_round(G, fit, B, K, cfg.round_k, device, cfg.seed, dtype)
     parts = []
-    with precision(dtype, device):
-        for i in range(cfg.warmup + cfg.steps):
-            t = timed_step(problem, it, c, priors, cons, device)
-            if i >= cfg.warmup:
-                parts.append(t)
+    for i in range(cfg.warmup + cfg.steps):
+        t = timed_step(problem, it, c, priors, cons, device)
+        if i >= cfg.warmup:
+            parts.append(t)
     gen, score, other = (statistics.median(p[j] for p in parts) for j in range(3))
     total = gen + score + other
     flops_gen, flops_score = count_flops(problem, it, c, priors)

@@ -15,18 +15,20 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sgilo.bench.presets import SOLVER_PRESETS
-from sgilo.bench.run import image_metrics, image_seed, load_models, measure_images, run_solver
+from sgilo.bench.budget import with_budget
+from sgilo.bench.presets import GENERATIVE, SOLVER_PRESETS
+from sgilo.bench.run import cell_metrics, image_seed, measure_images, run_solver
 from sgilo.bench.tasks import make_operator
 from sgilo.checkpoints import atomic_write_text
+from sgilo.solvers.configs import replace_nested
 
-TUNABLE = ("csgm", "ilo", "sgilo")
+TUNABLE = GENERATIVE
 
 
 # ----------------------------------------------------------------------------
@@ -35,7 +37,7 @@ TUNABLE = ("csgm", "ilo", "sgilo")
 
 def grid_points(grid: dict[str, list], config) -> list[dict]:
     names = {f.name for f in fields(config)}
-    bad = [k for k in grid if k not in names]
+    bad = [k for k in grid if k.partition(".")[0] not in names]       # 'a.b': field b of nested option a
     if bad:
         raise ValueError(f"unknown {type(config).__name__} field(s) {bad}; expected some of {sorted(names)}")
     for k, v in grid.items():
@@ -56,8 +58,13 @@ def point_key(point: dict) -> str:
 
 def tune(data: str, task: str, params: dict, solver: str, grid: dict[str, list], out: str | Path, n_images: int = 4,
          preset: str = "default", model: str = "default", priors: tuple[str, ...] = ("default",), seed: int = 0,
-         device: str | torch.device = "cpu", models=None, progress: bool = True) -> list[dict]:
-    """Returns one record per grid point: {"point", "metrics": {name: mean}, "per_image": [...], "seconds"}."""
+         device: str | torch.device = "cpu", models=None, progress: bool = True, budget: int | None = None,
+         chains: int = 3) -> list[dict]:
+    """Returns one record per grid point: {"point", "metrics": {name: mean}, "per_image": [...], "seconds"}.
+    With ``budget``, every grid point runs with K = ``chains`` restarts/chains and the steps that spend ``budget``
+    generator evaluations per image (`sgilo.bench.budget.with_budget`, applied after the point's overrides, so a
+    ``steps`` entry of the grid sets the proportions of the rounds)."""
+    from sgilo.app.models import load_models
     from sgilo.utils.datasets import load_image_set, to_float
 
     if solver not in TUNABLE:
@@ -65,7 +72,7 @@ def tune(data: str, task: str, params: dict, solver: str, grid: dict[str, list],
     if preset not in SOLVER_PRESETS:
         raise ValueError(f"unknown solver preset {preset!r}; expected one of {sorted(SOLVER_PRESETS)}")
     device = torch.device(device)
-    base = SOLVER_PRESETS[preset][solver]
+    base = SOLVER_PRESETS[preset].config(solver)
     points = grid_points(grid, base)
     models = models if models is not None else load_models(model, priors, device)
     res = models[0].cfg.img_resolution
@@ -78,7 +85,7 @@ def tune(data: str, task: str, params: dict, solver: str, grid: dict[str, list],
     out.mkdir(parents=True, exist_ok=True)
     path = out / "tune.jsonl"
     head = {"task": task, "params": params, "solver": solver, "preset": preset, "model": model, "n_images": len(x),
-            "seed": seed, "split": "train"}
+            "seed": seed, "split": "train", **({"budget": budget, "chains": chains} if budget is not None else {})}
     done = {}
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -91,14 +98,14 @@ def tune(data: str, task: str, params: dict, solver: str, grid: dict[str, list],
         if key in done:
             records.append(done[key])
             continue
-        cfg = replace(base, **point)
+        cfg = replace_nested(base, point)
+        cfg = cfg if budget is None else with_budget(cfg, budget, chains)
         t0 = time.perf_counter()
-        x_hat, samples, extras = run_solver(solver, y, op, models, cfg, seed, None,
-                                            [image_seed(seed, f"tune/{task}", i) for i in idx])
+        res = run_solver(solver, y, op, models, cfg, seed, None, [image_seed(seed, f"tune/{task}", i) for i in idx])
         seconds = time.perf_counter() - t0
-        per = image_metrics(x_hat, x, y, op, samples)
-        for p, e in zip(per, extras, strict=True):
-            p.update({k: v for k, v in e.items() if k == "rhat"})
+        per = cell_metrics(res, x, y, op)
+        for p, e in zip(per, res.extras, strict=True):
+            p.update({k: v for k, v in e.items() if k in ("rhat", "nfe")})
         names = sorted({k for p in per for k in p})
         means = {k: float(np.mean([p[k] for p in per if k in p])) for k in names}
         rec = {**head, "key": key, "point": json.loads(key), "metrics": means, "per_image": per,
@@ -122,7 +129,8 @@ def tune(data: str, task: str, params: dict, solver: str, grid: dict[str, list],
 def table(records: list[dict]) -> str:
     if not records:
         return ""
-    cols = ["psnr", "ssim", "residual", "coverage50", "coverage90", "diversity", "rhat"]
+    cols = ["psnr", "psnr_best", "psnr_sample", "ssim", "residual", "coverage50", "coverage90", "diversity", "rhat",
+            "nfe"]
     cols = [c for c in cols if any(c in r["metrics"] for r in records)]
     lines = ["| point | " + " | ".join(cols) + " | s |", "|---" * (len(cols) + 2) + "|"]
     for r in records:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from sgilo.checkpoints import load_state_dict_strict, model_paths
+from sgilo.errors import CheckpointKeyError
 from sgilo.generator.io import save_generator
 from sgilo.generator.latents import fit_gaussianized_w
 from sgilo.generator.safe_pickle import ModuleRecord, UnsafePickleError, load_pickle
@@ -181,7 +182,7 @@ def rosinality_config(sd: dict[str, Tensor], mapping_lr_multiplier: float = 0.01
     ``lr_mlp`` is not stored in the file; its default 0.01 is assumed."""
     def need(k: str) -> Tensor:
         if k not in sd:
-            raise KeyError(f"rosinality checkpoint: missing key {k!r}")
+            raise CheckpointKeyError(f"rosinality checkpoint: missing key {k!r}")
         return sd[k]
     n_mlp = len([k for k in sd if re.fullmatch(r"style\.\d+\.weight", k)])
     w_dim, z_dim = need("style.1.weight").shape
@@ -214,10 +215,11 @@ def convert_rosinality_state_dict(sd: dict[str, Tensor], latent_avg: Tensor | No
     for key, t in sd.items():
         rule = next(((p, f, h) for p, f, h in ROSINALITY_RULES if re.fullmatch(p, key)), None)
         if rule is None or not isinstance(t, Tensor):
-            raise KeyError(f"rosinality checkpoint: unmapped key {key!r}")
+            raise CheckpointKeyError(f"rosinality checkpoint: unmapped key {key!r}")
         name = rule[1](re.fullmatch(rule[0], key))
         if name not in own:
-            raise KeyError(f"rosinality checkpoint: key {key!r} maps to {name!r}, which this architecture lacks")
+            raise CheckpointKeyError(f"rosinality checkpoint: key {key!r} maps to {name!r}, which this architecture "
+                                     f"lacks")
         v = _reshape(key, t.detach().float(), rule[2])
         if v.shape != own[name]:
             raise ValueError(f"rosinality key {key!r}: shape {tuple(t.shape)} does not fit {name!r} "

@@ -16,7 +16,7 @@ from sgilo.utils.shapes import assert_shape
 
 
 # ----------------------------------------------------------------------------
-# w = LeakyReLU_0.2(σ ⊙ z + μ), row-wise (reference §1.4 MappingProxy).
+# w = LeakyReLU_0.2(σ ⊙ z + μ), row-wise (MappingProxy of ``sgilo:utils.py`` and ``ilo:ilo_stylegan.py``).
 
 
 class GaussianizedW(nn.Module):
@@ -39,7 +39,7 @@ class GaussianizedW(nn.Module):
 
 
 # ----------------------------------------------------------------------------
-# Fit (μ, σ) on mapping outputs passed through LeakyReLU(5) (reference §1.4; PULSE uses 10^6 samples).
+# Fit (μ, σ) on mapping outputs passed through LeakyReLU(5) (``sgilo:utils.py``; PULSE.py uses 10^6 samples).
 
 
 @torch.no_grad()
@@ -78,6 +78,7 @@ def project_to_sphere(x: Tensor, radius: Tensor, eps: float = 1e-9) -> Tensor:
     """Π(x) = x / ‖x‖ · radius, norms over dims >= 2.
 
     For noise maps stored as [B, 1, r, r] the norm is per map, as in ILO/PULSE; the sgilo reference stored noises as
-    [B, r, r] and so normalised every row separately (reference §1.7, an oddity we do not reproduce).
+    [B, r, r] and so normalised every row separately (docs/original-code.md#spherical-projection; not reproduced
+    here).
     """
     return x / sphere_radius(x, eps) * radius

@@ -4,7 +4,10 @@ NVlabs pickles store every network as a ``torch_utils.persistence`` record whose
 embedded ``module_src``. `load_pickle` never runs it: `find_class` maps the few names such a file needs (tensor and
 storage rebuilders, ``OrderedDict``, ``EasyDict``, numpy scalars/dtypes, the persistence reconstructor) to local,
 side-effect-free functions, and refuses every other global (``posix.system``, ``builtins.eval``, ...) with
-`UnsafePickleError` before anything is called. Tensor storages are decoded with ``torch.load(weights_only=True)``.
+`UnsafePickleError` before anything is called. The BUILD opcode (``__setstate__`` / attribute assignment) is allowed
+only on objects this load itself constructed (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST), never on an allow-listed class,
+function or any other pre-existing object: otherwise a pickle could, e.g., replace ``EasyDict.__getattr__`` for the
+whole process. Tensor storages are decoded with ``torch.load(weights_only=True)``.
 What comes back is plain data: dicts, tensors and `ModuleRecord` objects (a class name plus the module's ``__dict__``).
 """
 
@@ -14,6 +17,7 @@ import codecs
 import io
 import os
 import pickle
+import struct
 import warnings
 from collections import OrderedDict
 from typing import Any, BinaryIO
@@ -136,9 +140,10 @@ def _np_scalar(dtype: Any, data: Any = None) -> Any:
 
 
 def _np_dtype(spec: Any, align: bool = False, copy: bool = True) -> np.dtype:
+    """A fresh dtype (copy=True always): numpy's BUILD (``dtype.__setstate__``) must never reach the shared one."""
     if not isinstance(spec, str):
         raise UnsafePickleError(f"numpy dtype: expected a type string, got {type(spec).__name__}")
-    return np.dtype(spec)
+    return np.dtype(spec, copy=True)
 
 
 def _np_reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
@@ -186,10 +191,40 @@ _module_classes: dict[str, type] = {}
 
 
 # ----------------------------------------------------------------------------
-# The unpickler: resolve globals through the allow-list only.
+# The unpickler: resolve globals through the allow-list only; BUILD only on objects made by this load.
+# (The pure-Python ``pickle._Unpickler`` is used because its opcode table can be extended; the C one cannot.)
 
 
-class SafeUnpickler(pickle.Unpickler):
+def _recording(opcode: bytes) -> Any:
+    """Wrap a constructing opcode so that the object it pushes is marked as made by this load."""
+    base = pickle._Unpickler.dispatch[opcode[0]]
+
+    def load(self: SafeUnpickler) -> None:
+        base(self)
+        self._created.append(self.stack[-1])
+        self._created_ids.add(id(self.stack[-1]))
+    return load
+
+
+def _load_build(self: SafeUnpickler) -> None:
+    target = self.stack[-2]
+    if isinstance(target, type) or id(target) not in self._created_ids:
+        raise UnsafePickleError(f"refusing to set the state of {type(target).__name__} {target!r:.60}: BUILD is only "
+                                "allowed on objects constructed by this pickle")
+    pickle._Unpickler.dispatch[pickle.BUILD[0]](self)
+
+
+class SafeUnpickler(pickle._Unpickler):
+    dispatch = {**pickle._Unpickler.dispatch,
+                **{op[0]: _recording(op) for op in (pickle.REDUCE, pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ,
+                                                    pickle.INST)},
+                pickle.BUILD[0]: _load_build}
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__(file)
+        self._created: list[Any] = []            # keeps the objects alive so their ids stay unique during the load
+        self._created_ids: set[int] = set()
+
     def find_class(self, module: str, name: str) -> Any:
         module = _RENAMED.get(module, module)
         if (module, name) in ALLOWED:
@@ -217,6 +252,7 @@ def load_pickle(source: str | os.PathLike | BinaryIO) -> Any:
             return SafeUnpickler(f).load()
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{name}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, IndexError, ValueError, RuntimeError) as e:
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, IndexError, KeyError, ValueError,
+            RuntimeError, struct.error) as e:
         raise UnsafePickleError(f"{name}: not a readable NVlabs pickle ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0] if str(e) else ''})") from None

@@ -5,8 +5,9 @@ RGB skip image accumulated by blocks < k, the w+ rows and the noise maps. `tail(
 With ``carry_skip=True`` (default) ``tail(head(ws, k)) == synthesis(ws)`` exactly for every k.
 
 ``carry_skip=False`` reproduces the reference implementations (sgilo and ilo), which start the tail with an empty skip
-image and so silently drop the low-resolution toRGB contributions of blocks < k (reference-algorithm §1.3, a bug: the
-image jumps at every round boundary). It exists for parity with published numbers only.
+image and so silently drop the low-resolution toRGB contributions of blocks < k
+(docs/original-code.md#splitting-the-generator, a bug: the image jumps at every round boundary). It exists for parity
+with published numbers only.
 """
 
 from __future__ import annotations

@@ -408,7 +408,7 @@ class Generator(nn.Module):
         return self.synthesis(ws, noise_mode=noise_mode, generator=generator)
 
     def freeze(self) -> Generator:
-        """Freeze for use as a prior: eval mode, no weight gradients (fixes reference §7.18)."""
+        """Freeze for use as a prior: eval mode, no weight gradients (docs/original-code.md#bug-18)."""
         return self.eval().requires_grad_(False)
 
     def num_parameters(self, part: str = "all") -> int:

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from sgilo.checkpoints import read_safetensors
+from sgilo.errors import CheckpointKeyError
 from sgilo.utils.shapes import assert_shape
 
 VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
@@ -47,13 +48,13 @@ class LPIPS(nn.Module):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"LPIPS weights not found: {path}")
-        sd = load_file(str(path))
+        sd = read_safetensors(path, "LPIPS weights file")[0]
         expected = {f"features.{i}.{p}" for i in VGG16_CONVS for p in ("weight", "bias")}
         expected |= {f"lin{k}.weight" for k in range(5)}
         missing, extra = sorted(expected - sd.keys()), sorted(sd.keys() - expected)
         if missing or extra:
             bad = f"missing key {missing[0]!r}" if missing else f"unexpected key {extra[0]!r}"
-            raise KeyError(f"{path}: not an LPIPS-VGG weight file: {bad}")
+            raise CheckpointKeyError(f"{path}: not an LPIPS-VGG weight file: {bad}")
         self.convs = nn.ModuleDict()
         for i in VGG16_CONVS:
             w = sd[f"features.{i}.weight"].float()

@@ -98,3 +98,45 @@ def mse(x: Tensor, ref: Tensor) -> Tensor:
     """Shapes: x, ref [B, C, H, W] → [B]."""
     _check_pair(x, ref)
     return (x - ref).square().flatten(1).mean(1)
+
+
+# ----------------------------------------------------------------------------
+# Every number a command reports for a batch of reconstructions (solve, demo, restore, calibrate, bench, bench-tune).
+
+
+@torch.no_grad()
+def image_metrics(x_hat: Tensor, truth: Tensor | None, y: Tensor, operator, samples: Tensor | None = None,
+                  lpips=None) -> list[dict]:
+    """One dict of floats per image.
+
+    * ``residual``: ‖A x̂ − y‖ / ‖y‖ of the unclamped estimate (what the solver fitted).
+    * With ``truth``: ``psnr``, ``ssim``, ``mse`` (and ``lpips`` when an `sgilo.metrics.lpips.LPIPS` is given) of x̂
+      clamped to the image range [-1, 1] — the image that is written and shown.
+    * With ``samples`` (K ≥ 1): ``psnr_sample``, the mean over the K single samples of their PSNR (clamped).
+      With K ≥ 2 also ``std_mean`` (mean per-pixel sample std, image units), ``diversity`` and, with ``truth``,
+      ``coverage50`` / ``coverage90`` (`sgilo.metrics.posterior.coverage`, Student-t predictive intervals of the
+      unclamped samples).
+
+    Shapes: x_hat [B, C, H, W]; truth [B, C, H, W] or None; y [B, ...]; samples [K, B, C, H, W] or None.
+    """
+    from sgilo.metrics.posterior import coverage, diversity
+
+    assert_shape(x_hat, [None, None, None, None], "x_hat")
+    B = x_hat.shape[0]
+    if samples is not None:
+        assert_shape(samples, [None, *x_hat.shape], "samples")
+    x = x_hat.clamp(-1, 1)
+    m = {"residual": measurement_residual(operator, x_hat, y)}
+    if truth is not None:
+        m.update(psnr=psnr(x, truth), ssim=ssim(x, truth), mse=mse(x, truth))
+        if lpips is not None:
+            m["lpips"] = lpips(x, truth.to(x.dtype))
+        if samples is not None:
+            m["psnr_sample"] = torch.stack([psnr(s.clamp(-1, 1), truth) for s in samples]).mean(0)
+    if samples is not None and samples.shape[0] >= 2:
+        m["std_mean"] = samples.std(0, correction=1).flatten(1).mean(1)
+        m["diversity"] = diversity(samples)
+        if truth is not None:
+            m["coverage50"] = coverage(samples, truth, 0.5)
+            m["coverage90"] = coverage(samples, truth, 0.9)
+    return [{k: float(v.reshape(-1)[b]) for k, v in m.items()} for b in range(B)]

@@ -130,6 +130,28 @@ class LinearOperator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.A(x)
 
+    def to_image(self, y: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
+        """Render a measurement as an image in [-1, 1] for figures (subclasses override where they know better).
+
+        Image-shaped y (denoise, deblur, colorization): y itself. A smaller image with an integer factor
+        (super-resolution): nearest-neighbour upsampling. Anything else (vector measurements): A†y min–max normalised
+        per image — the one place a stretch is used, since A†y has no natural range.
+
+        Shapes: y [B, ...] → [B, 3, H, W] (1-channel results are replicated to 3).
+        """
+        _, H, W = image_shape
+        h, w = (tuple(y.shape[-2:]) if y.ndim == 4 else (0, 0))
+        if (h, w) == (H, W):
+            img = y
+        elif h and w and H % h == 0 and W % w == 0 and H // h == W // w:
+            img = y.repeat_interleave(H // h, dim=-2).repeat_interleave(W // w, dim=-1)
+        else:
+            img = self.A_dagger(y)
+            lo = img.flatten(1).min(1).values.reshape(-1, 1, 1, 1)
+            hi = img.flatten(1).max(1).values.reshape(-1, 1, 1, 1)
+            img = (img - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1
+        return as_rgb(img)
+
     def get_config(self) -> dict:
         """JSON-able constructor arguments (tensors excluded; they are buffers in the state dict)."""
         return {}
@@ -138,6 +160,15 @@ class LinearOperator(nn.Module):
     def from_config(cls, cfg: dict) -> LinearOperator:
         """An operator of the same shapes; its buffers are then overwritten by `load_state_dict`."""
         return cls(**cfg)
+
+
+# ----------------------------------------------------------------------------
+# An image batch for display: 1 channel replicated to 3, clipped to [-1, 1].
+
+
+def as_rgb(img: Tensor) -> Tensor:
+    """Shapes: [B, 1 or 3, H, W] → [B, 3, H, W]."""
+    return (img.expand(-1, 3, -1, -1) if img.shape[1] == 1 else img).clamp(-1, 1)
 
 
 # ----------------------------------------------------------------------------

@@ -6,7 +6,8 @@
   m ≈ 10 900) the blocks are concatenated once into a non-persistent buffer; above it every application regenerates
   the blocks on the fly (same matrix, constant memory, but ~m·n normal draws per call: slow at 256×256, where
   `CompressedSensingCirculant` is the practical choice). The state dict stores only the block seeds.
-* `CompressedSensingCirculant`: the partial circulant matrix of ILO (reference §2.3),
+* `CompressedSensingCirculant`: the partial circulant matrix of ILO (``ilo:utils.py``;
+  docs/original-code.md#partial-circulant-compressed-sensing),
   Φ(x) = (1/√m) P_Ω Re(F⁻¹(F f ⊙ F(s ⊙ vec x))), Rademacher signs s, Gaussian filter f ~ N(0, I_n) and a fixed subset
   Ω of m outputs, all from the seed. Fixed vs. the reference: SGILO's port called `torch.fft.fft(t, 1)` (a 1-point
   transform, so Φ degenerated to a signed pixel subsampling), redrew Φ every round unseeded, resized [B, m] vectors
@@ -130,7 +131,7 @@ class CompressedSensingGaussian(LinearOperator):
 
 
 # ----------------------------------------------------------------------------
-# y = (1/√m) P_Ω Re(F⁻¹(F f ⊙ F(s ⊙ vec x))) (ILO's partial circulant, reference §2.3, with the fixes listed above).
+# y = (1/√m) P_Ω Re(F⁻¹(F f ⊙ F(s ⊙ vec x))) (ILO's partial circulant, ``ilo:utils.py``, with the fixes above).
 
 
 class CompressedSensingCirculant(LinearOperator):

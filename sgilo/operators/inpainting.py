@@ -2,8 +2,8 @@
 
 The mask M ∈ {0, 1}^{H×W} (1 = observed) is shared across channels and across the batch. The measurement keeps the
 image shape [B, C, H, W] with zeros in the holes. The reference produced masks offline (ILO `prepare_image.py`: a
-bounding box, or Bernoulli pixel removal) and re-detected them as pure-black pixels (reference §2.5), which fails on
-lossy files and on genuinely black pixels; here the mask is an explicit buffer. The random mask keeps *exactly*
+bounding box, or Bernoulli pixel removal) and re-detected them as pure-black pixels (``ilo:ilo_stylegan.py``), which
+fails on lossy files and on genuinely black pixels; here the mask is an explicit buffer. The random mask keeps *exactly*
 max(1, round(p·H·W)) pixels drawn without replacement (not Bernoulli), so p = 0.001 still observes something.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sgilo.operators.base import LinearOperator, NoiseModel, check_image
+from sgilo.operators.base import LinearOperator, NoiseModel, as_rgb, check_image
 
 
 # ----------------------------------------------------------------------------
@@ -60,6 +60,10 @@ class Inpainting(LinearOperator):
     def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """y = M ⊙ noise(M ⊙ x): noise in the holes is never observed, so the holes stay exactly 0."""
         return self.A(self.noise(self.A(x), generator=generator))
+
+    def to_image(self, y: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
+        """Observed pixels, missing ones mid-grey (0). Shapes: y [B, C, H, W] → [B, 3, H, W]."""
+        return as_rgb(torch.where(self.mask.to(y.dtype) > 0, y, torch.zeros_like(y)))
 
     def get_config(self) -> dict:
         return {"mask_shape": list(self.image_hw)}

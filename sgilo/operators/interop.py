@@ -14,18 +14,24 @@ from sgilo.operators.base import GaussianNoise, LinearOperator, NoiseModel
 
 
 # ----------------------------------------------------------------------------
-# Read σ from a deepinv noise model (GaussianNoise has a float or 0-d tensor `sigma`); None if it has none.
+# σ of a deepinv noise model: 0 for none / ZeroNoise, the scalar `sigma` of a Gaussian model; refuse anything else.
 
 
-def _physics_sigma(physics) -> float | None:
+def _physics_sigma(physics) -> float:
+    """SGILO's likelihood is Gaussian (Daras et al. 2022, Eq. 2), so only Gaussian or absent noise can be adapted.
+
+    A Poisson (``gain``), Poisson–Gaussian, uniform, ... model would otherwise be read as noiseless (σ = 0) or as
+    Gaussian, silently: it raises one line instead.
+    """
     noise = getattr(physics, "noise_model", None)
-    sigma = getattr(noise, "sigma", None)
-    if sigma is None:
-        return None
-    if isinstance(sigma, torch.Tensor):
-        if sigma.numel() != 1:
-            return None
+    if noise is None or type(noise).__name__ == "ZeroNoise":
+        return 0.0
+    sigma, kind = getattr(noise, "sigma", None), type(noise).__name__
+    if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
         sigma = sigma.item()
+    if not isinstance(sigma, (int, float)) or hasattr(noise, "gain"):
+        raise ValueError(f"deepinv physics noise model: expected Gaussian noise with one scalar sigma (or ZeroNoise), "
+                         f"got {kind}; build the sgilo operator with PoissonNoise or GaussianNoise instead")
     return float(sigma)
 
 
@@ -34,20 +40,19 @@ def _physics_sigma(physics) -> float | None:
 
 
 class PhysicsAdapter(LinearOperator):
-    """Wrap `physics` (A, A_adjoint, optionally A_dagger and noise_model with a scalar `sigma`).
+    """Wrap `physics` (A, A_adjoint, optionally A_dagger, and a Gaussian or absent `noise_model`).
 
-    Noise: when the physics' noise model exposes a scalar σ, `measure` adds σ·ε with *our* generator (so results depend
-    on the seed as everywhere in sgilo); otherwise it calls `physics(x)` (deepinv's own, possibly stochastic, forward).
+    Noise: `measure` adds σ·ε with *our* generator, σ read from the physics' Gaussian noise model (so results depend
+    on the seed as everywhere in sgilo). Any other noise model is refused (see `_physics_sigma`).
     """
 
     def __init__(self, physics) -> None:
         sigma = _physics_sigma(physics)
-        super().__init__(GaussianNoise(sigma) if sigma is not None else NoiseModel())
+        super().__init__(GaussianNoise(sigma) if sigma > 0 else NoiseModel())
         if isinstance(physics, nn.Module):
             self.physics = physics  # registered: moves with .to()
         else:
             object.__setattr__(self, "physics", physics)
-        self._has_sigma = sigma is not None
 
     def A(self, x: Tensor) -> Tensor:
         return self.physics.A(x)
@@ -58,11 +63,6 @@ class PhysicsAdapter(LinearOperator):
     def A_dagger(self, y: Tensor) -> Tensor:
         fn = getattr(self.physics, "A_dagger", None)
         return fn(y) if callable(fn) else self.A_adjoint(y)
-
-    def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if self._has_sigma or getattr(self.physics, "noise_model", None) is None:
-            return self.noise(self.A(x), generator=generator)
-        return self.physics(x)
 
 
 # ----------------------------------------------------------------------------

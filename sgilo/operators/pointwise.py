@@ -1,8 +1,9 @@
 """Per-pixel operators for SGILO (Daras et al., ICML 2022): identity (denoising) and luma (colorization).
 
-Reference §2.1: the identity was the only route to denoising and no noise model existed; here noise is the operator's
-separate `NoiseModel`. Reference §2.4: the colorizer replicated the luma to 3 channels; here y is the single luma
-channel [B, 1, H, W] (the replicated version has the same information and a 3× larger, rank-deficient residual).
+The original code had the identity as the only route to denoising and no noise model existed; here noise is the
+operator's separate `NoiseModel`. The original colorizer (``sgilo:utils.py``) replicated the luma to 3 channels; here y
+is the single luma channel [B, 1, H, W] (the replicated version has the same information and a 3× larger, rank-deficient
+residual).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Denoising(LinearOperator):
 
 
 # ----------------------------------------------------------------------------
-# y = 0.2989 R + 0.5870 G + 0.1140 B (reference §2.4).
+# y = 0.2989 R + 0.5870 G + 0.1140 B (the original's weights, ``sgilo:utils.py``).
 
 
 class Colorization(LinearOperator):

@@ -11,11 +11,12 @@ resized measurements back to 1024 px with a bilinear `Resize` before the loss; h
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from sgilo.operators.base import LinearOperator, NoiseModel, as_image_shape, check_image
-
 
 # ----------------------------------------------------------------------------
 # Keys' cubic convolution kernel with a = −0.5 (Keys 1981, Eq. 15).
@@ -104,3 +105,77 @@ class SuperResolution(LinearOperator):
 
     def get_config(self) -> dict:
         return {"factor": self.factor, "image_shape": list(self.image_shape)}
+
+
+# ----------------------------------------------------------------------------
+# The 1-D resampling matrix R [n_out, n_in] for ANY ratio s = n_in / n_out (Keys cubic, anti-aliased when s > 1).
+
+
+def resample_matrix(n_in: int, n_out: int) -> Tensor:
+    """Row o is the cubic kernel centred at input coordinate c_o = (o + ½)·s − ½, s = n_in / n_out, widened by
+    max(s, 1) (anti-aliasing when downsampling, as PIL's and torch's `antialias=True` bicubic resize), its taps folded
+    into [0, n_in) by reflection and normalised to sum 1 (float64). For an even integer s this is
+    `bicubic_matrix(n_in, s)` (same centres, taps and padding); for odd s the reference's padding ⌊(S − s)/2⌋ puts
+    its kernel half a pixel off the centre used here."""
+    if not (isinstance(n_in, int) and isinstance(n_out, int) and n_in >= 1 and n_out >= 1):
+        raise ValueError(f"resample sizes: expected positive integers, got {n_in!r} -> {n_out!r}")
+    s = n_in / n_out
+    width = max(s, 1.0)                                                    # kernel scale in input pixels
+    centre = (torch.arange(n_out, dtype=torch.float64) + 0.5) * s - 0.5   # [n_out]
+    first = torch.floor(centre - 2 * width).long() + 1                     # leftmost tap with |t| < 2·width
+    span = int(math.ceil(4 * width)) + 1
+    idx = first[:, None] + torch.arange(span)[None]                         # [n_out, span]
+    taps = keys_cubic((idx.double() - centre[:, None]) / width)
+    taps = taps / taps.sum(1, keepdim=True)
+    R = torch.zeros(n_out, n_in, dtype=torch.float64)
+    R.scatter_add_(1, reflect_index(idx, n_in), taps)
+    return R
+
+
+# ----------------------------------------------------------------------------
+# A(x) = R_H x R_Wᵀ from (H, W) to any (h, w): down-sampling by non-integer ratios (a face of any size vs the model).
+
+
+class Resample(LinearOperator):
+    """Separable anti-aliased bicubic resampling of [B, C, H, W] images to [B, C, h, w] (any ratios, exact adjoint
+    Aᵀ(y) = R_Hᵀ y R_W and pseudo-inverse A†(y) = R_H⁺ y (R_W⁺)ᵀ). Used by `sgilo restore` for super-resolution
+    when the face in the low-resolution photo is not an integer fraction of the model's resolution."""
+
+    def __init__(self, image_shape: tuple[int, int, int], out_hw: tuple[int, int],
+                 noise: NoiseModel | None = None) -> None:
+        super().__init__(noise)
+        self.image_shape = as_image_shape(image_shape)
+        C, H, W = self.image_shape
+        h, w = (int(v) for v in out_hw)
+        if h < 1 or w < 1:
+            raise ValueError(f"resample out_hw: expected positive sizes, got {tuple(out_hw)!r}")
+        self.out_hw = (h, w)
+        R_H, R_W = resample_matrix(H, h), resample_matrix(W, w)
+        self.register_buffer("R_H", R_H.float())                              # [h, H]
+        self.register_buffer("R_W", R_W.float())                              # [w, W]
+        self.register_buffer("R_H_pinv", torch.linalg.pinv(R_H).float())      # [H, h]
+        self.register_buffer("R_W_pinv", torch.linalg.pinv(R_W).float())      # [W, w]
+
+    @property
+    def measurement_shape(self) -> tuple[int, int, int]:
+        return (self.image_shape[0], *self.out_hw)
+
+    @property
+    def factor(self) -> float:
+        """The ratio H / h (input pixels per output pixel; > 1 when down-sampling)."""
+        return self.image_shape[1] / self.out_hw[0]
+
+    def A(self, x: Tensor) -> Tensor:
+        check_image(x, self.image_shape)
+        return self.R_H.to(x.dtype) @ x @ self.R_W.to(x.dtype).T                  # [B, C, h, w]
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        check_image(y, self.measurement_shape, "y")
+        return self.R_H.to(y.dtype).T @ y @ self.R_W.to(y.dtype)                  # [B, C, H, W]
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        check_image(y, self.measurement_shape, "y")
+        return self.R_H_pinv.to(y.dtype) @ y @ self.R_W_pinv.to(y.dtype).T       # [B, C, H, W]
+
+    def get_config(self) -> dict:
+        return {"image_shape": list(self.image_shape), "out_hw": list(self.out_hw)}

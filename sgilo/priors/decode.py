@@ -43,7 +43,7 @@ def sample_images(G: Generator, fit: GaussianizedW, prior: LatentPrior, n: int, 
 
 
 # ----------------------------------------------------------------------------
-# Before/after pairs of the hot start from an off-manifold latent: the all-ones z (reference §1.4 initialisation), or
+# Before/after pairs of the hot start from an off-manifold latent: the all-ones z (the original's initialisation), or
 # a random latent with Gaussian noise of `noise` × the prior's per-feature std added.
 
 

@@ -14,8 +14,8 @@ import torch
 
 from sgilo.checkpoints import load_model, load_state_dict_strict, model_paths, save_model
 from sgilo.priors.scaling import LatentScaler
-from sgilo.priors.score import LatentPrior
-from sgilo.priors.score_net import LatentScoreNet, ScoreNetConfig
+from sgilo.priors.score import LatentPrior, read_prior_config
+from sgilo.priors.score_net import LatentScoreNet
 from sgilo.priors.sde import VPSDE
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models" / "utkface64"
@@ -27,14 +27,35 @@ _BUNDLED_NAME = re.compile(r"^(z|h\d+)$")
 
 
 def resolve_prior(name_or_path: str | os.PathLike) -> Path:
+    """A bundled name → its stem under MODELS_DIR; a path → itself. A name or path that is neither is one line that
+    lists the bundled priors."""
     name = str(name_or_path)
     if _BUNDLED_NAME.match(name):
         stem = MODELS_DIR / f"prior_{name}"
         st, js = model_paths(stem)
         if not (st.is_file() and js.is_file()):
-            raise FileNotFoundError(f"bundled prior {name!r} is not in this checkout (expected {st} and {js})")
+            raise FileNotFoundError(f"bundled prior {name!r} is not in this checkout (expected {st} and {js}); "
+                                    f"bundled priors here: {_listing()}")
         return stem
+    st, js = model_paths(name)
+    if not (st.is_file() and js.is_file()):
+        raise FileNotFoundError(f"prior not found: {name!r} (expected a bundled prior name — {_listing()} — or a "
+                                f"prior file PATH with PATH.safetensors and PATH.json)")
     return Path(name)
+
+
+# ----------------------------------------------------------------------------
+# The bundled priors in this checkout: ["z", "h1", "h2", ...] (z first, then by layer).
+
+
+def bundled_prior_names() -> list[str]:
+    names = [p.stem.removeprefix("prior_") for p in MODELS_DIR.glob("prior_*.json")]
+    names = [n for n in names if _BUNDLED_NAME.match(n) and bundled_prior_available(n)]
+    return sorted(names, key=lambda n: -1 if n == "z" else int(n[1:]))
+
+
+def _listing() -> str:
+    return ", ".join(bundled_prior_names()) or "none in this checkout"
 
 
 # ----------------------------------------------------------------------------
@@ -55,7 +76,7 @@ def save_prior(path: str | os.PathLike, prior: LatentPrior, dtype: torch.dtype |
     params = {f"net.{k}" for k, _ in prior.net.named_parameters()}
     sd = {k: (v.to(dtype) if dtype is not None and k in params else v) for k, v in prior.state_dict().items()}
     config = {"net": prior.net.cfg.to_dict(), "sde": prior.sde.to_dict(), "scaler_mode": prior.scaler.mode,
-              "layer": prior.layer}
+              "layer": prior.layer, "gaussian_skip": prior.gaussian_skip}
     return save_model(path, "prior", config, sd, extra=extra)
 
 
@@ -66,9 +87,10 @@ def save_prior(path: str | os.PathLike, prior: LatentPrior, dtype: torch.dtype |
 def load_prior(name_or_path: str | os.PathLike, device: torch.device | str | None = None) -> LatentPrior:
     path = resolve_prior(name_or_path)
     config, sd, _ = load_model(path, "prior")
-    net = LatentScoreNet(ScoreNetConfig(**config["net"]))
+    net_cfg, gaussian_skip = read_prior_config(config)
+    net = LatentScoreNet(net_cfg)
     scaler = LatentScaler(net.cfg.latent_shape, config["scaler_mode"])
-    prior = LatentPrior(net, VPSDE(**config["sde"]), scaler, layer=int(config["layer"]))
+    prior = LatentPrior(net, VPSDE(**config["sde"]), scaler, layer=int(config["layer"]), gaussian_skip=gaussian_skip)
     load_state_dict_strict(prior, sd, str(path))
     prior = prior.eval().requires_grad_(False)
     return prior.to(device) if device is not None else prior

@@ -5,7 +5,8 @@
 
 With the ε-parameterisation s_θ = −ε_θ / σ and λ(t) = σ(t)² this is ‖ε_θ(x_t, t) − ε‖² (Ho et al. 2020, the default
 here); the likelihood weighting λ(t) = g(t)² = β(t) of Song et al. (2021b) gives β(t)/σ(t)² ‖ε_θ − ε‖². The loss is the
-per-sample mean over latent coordinates, averaged over the batch (reference-algorithm §3.3 leaves the reduction open).
+per-sample mean over latent coordinates, averaged over the batch (the original's reduction is unknown:
+docs/original-code.md#score-training-objective).
 """
 
 from __future__ import annotations

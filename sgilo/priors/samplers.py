@@ -1,12 +1,12 @@
 """Samplers for VP-SDE score priors (Song et al., ICLR 2021, "Score-Based Generative Modeling through SDEs"):
 the reverse-SDE predictor–corrector sampler (Euler–Maruyama predictor + Langevin corrector, Alg. 1/5), the
-probability-flow ODE (Eq. 13; Euler or Heun) and SGILO's hot start (Daras et al. 2022; reference-algorithm §3.5).
+probability-flow ODE (Eq. 13; Euler or Heun) and SGILO's hot start (Daras et al. 2022; ``sgilo:score/samplers.py``).
 
 Every sampler takes ``score_fn(x, t) -> ∇_x log p_t(x)`` (x [B, ...], t [B]) in the space the SDE diffuses
 (normalised latents for a `LatentPrior`), works on latents of any rank, and draws all noise from ``generator``.
-Fixes of the reference (§3.5, §7.7, §7.11): samplers start from the state they are given; ``eps`` and ``n_steps`` are
-honoured; predictor steps use the actual spacing of the time grid; Langevin step sizes use per-sample norms so a
-sample does not depend on the rest of its batch.
+Fixes of the original (docs/original-code.md#bug-7 and #bug-11): samplers start from the state they are given;
+``eps`` and ``n_steps`` are honoured; predictor steps use the actual spacing of the time grid; Langevin step sizes use
+per-sample norms so a sample does not depend on the rest of its batch.
 
 Step-size rule. Unadjusted Langevin has no Metropolis test, so every corrector step inflates the variance of a
 coordinate with variance v by about ε/(2v); with Song's CIFAR value snr = 0.16 a 64-d Gaussian comes out 5–15 % too
@@ -124,7 +124,8 @@ def ode_sample(score_fn: ScoreFn, sde: VPSDE, shape: tuple[int, ...], *, generat
 
 
 # ----------------------------------------------------------------------------
-# Hot start: a few reverse PC steps at small t from a given latent (SGILO's "hot sampler", §3.5, fixed).
+# Hot start: a few reverse PC steps at small t from a given latent (SGILO's "hot sampler", fixed;
+# docs/original-code.md#sampling-the-hot-sampler).
 
 
 @torch.no_grad()
@@ -136,7 +137,7 @@ def hot_start(score_fn: ScoreFn, sde: VPSDE, x: Tensor, *, t: float = 0.01, n_st
     ``perturb`` first diffuses x to time t, x ← α(t) x + σ(t) ξ (SDEdit, Meng et al. 2022), which lets a large t
     (≈ 0.3–0.5) pull a far off-manifold latent onto the data. ``schedule='anneal'`` then integrates the reverse SDE
     from t down to ``eps`` in ``n_steps`` PC steps; ``schedule='fixed'`` reproduces the reference: ``n_steps``
-    [corrector, predictor] iterations all at time t with dt = −T/N (§3.5). Shapes: x [B, ...] → [B, ...].
+    [corrector, predictor] iterations all at time t with dt = −T/N. Shapes: x [B, ...] → [B, ...].
     """
     if schedule == "anneal":
         if not 0 < eps < t <= sde.T:

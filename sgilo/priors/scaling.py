@@ -1,4 +1,4 @@
-"""Normalisation of latents before the score network (SGILO, Daras et al. 2022; reference-algorithm §3.4).
+"""Normalisation of latents before the score network (SGILO, Daras et al. 2022; original: ``sgilo:dataloaders.py``).
 
 The prior works on u = (x − shift) / scale. Two modes, both stored as buffers in the prior's checkpoint:
 
@@ -6,10 +6,10 @@ The prior works on u = (x − shift) / scale. Two modes, both stored as buffers 
   the latent shape: [L, D] for z, [C, r, r] for h). The VP-SDE ends in N(0, I), so data with zero mean and unit
   variance per coordinate make the forward process reach the prior at the same rate in every coordinate, and the
   statistics are stable under more data (moments converge at 1/√n).
-* ``"minmax"``: the reference's (x − min) / (max − min) with one global min and max, mapping the data into [0, 1]
-  (§3.4). Kept for parity only: the range depends on the most extreme sample seen (it grows with the data set), the
-  data end up off-centre with a small, uneven per-coordinate variance, and the reference even reused the same constants
-  for all layers (§7.13).
+* ``"minmax"``: the original's (x − min) / (max − min) with one global min and max, mapping the data into [0, 1]
+  (docs/original-code.md#score-training-data-and-normalisation). Kept for parity only: the range depends on the most
+  extreme sample seen (it grows with the data set), the data end up off-centre with a small, uneven per-coordinate
+  variance, and the original even reused the same constants for all layers (docs/original-code.md#bug-13).
 
 A score transforms as ∇_x log p(x) = ∇_u log p(u) / scale (chain rule through u = (x − shift)/scale).
 """

@@ -1,8 +1,8 @@
 """Score network of SGILO's latent priors: a transformer over latent tokens with a time embedding (Daras et al.,
-ICML 2022, §4; reference-algorithm §3.1), predicting the noise ε of x_t = α(t) x_0 + σ(t) ε (Ho et al. 2020).
+ICML 2022; original: ``sgilo:score/models.py``), predicting the noise ε of x_t = α(t) x_0 + σ(t) ε (Ho et al. 2020).
 
 Tokens: for z [B, L, D] one token per w+ row (L tokens of D features); for h [B, C, r, r] one token per spatial
-position (r² tokens of C features). Fixes of the reference ViT (§7.15):
+position (r² tokens of C features). Fixes of the original ViT (docs/original-code.md#bug-15):
 
 * the time embedding is a real d_model-wide vector (Gaussian Fourier features of t → MLP) added to every channel of
   every token, and re-injected before each block through a per-block linear map — the reference added one scalar per
@@ -10,16 +10,12 @@ position (r² tokens of C features). Fixes of the reference ViT (§7.15):
 * attention width is d_model split over ``heads`` heads (the reference hard-coded one 64-wide head under a 1024-wide
   residual stream);
 * a final LayerNorm before the output projection (absent in the reference); the output layer starts at zero;
-* an optional Gaussian skip (`gaussian_skip`, ours): ε̂(u, t) = σ(t)·u + F_θ(u, t). For unit-variance (normalised)
-  data the VP marginal has unit variance at every t and E[ε | u_t] = σ(t)·u_t is the exact ε of a standard Gaussian,
-  so F_θ only learns the non-Gaussian part. Without it the LayerNorm'd output cannot grow with |u|: off the training
-  distribution ε̂ saturates, the score stops pulling back, and the reverse SDE/ODE drifts away (measured: sample std
-  16× the data's on the h₁ prior of the bundled model);
 * sized for CPU training (d_model 128, depth 4: ≈ 0.9 M parameters, < 2 MB in fp16) instead of 70 M; h maps at
   8×8 and above can use p×p patch tokens (``patch``) to cut the token count by p².
 
-The network sees normalised latents (see `sgilo.priors.scaling`) and returns ε̂ in the same units. The score is formed
-from ε̂ in exactly one place, `sgilo.priors.score.eps_to_score`.
+The network sees normalised latents (see `sgilo.priors.scaling`) and returns its output F_θ(u, t) in the same units.
+The prior wrapper `sgilo.priors.score.LatentPrior` turns it into ε̂ (optionally with the Gaussian skip σ(t)·u, kept
+there as EDM keeps c_skip in its preconditioner) and ε̂ into a score, in exactly one place each.
 """
 
 from __future__ import annotations
@@ -31,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgilo.priors.sde import VPSDE
-from sgilo.utils.shapes import append_dims, assert_shape
+from sgilo.utils.shapes import assert_shape
 
 
 # ----------------------------------------------------------------------------
@@ -49,9 +44,6 @@ class ScoreNetConfig:
     mlp_ratio: int = 4                   # MLP hidden width / d_model.
     fourier_scale: float = 16.0          # Std of the frozen Gaussian Fourier frequencies (Song et al. 2021, App. H).
     patch: int = 1                       # h only: p×p patches become one token of C·p² features (r²/p² tokens).
-    gaussian_skip: bool = False          # ε̂ = σ(t)·u + net(u, t): the network learns the non-Gaussian correction.
-    beta_min: float = 0.1                # VP-SDE β(t) range for σ(t) of the Gaussian skip (same as the prior's SDE).
-    beta_max: float = 20.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latent_shape", tuple(int(s) for s in self.latent_shape))
@@ -118,11 +110,14 @@ class Block(nn.Module):
 
 
 # ----------------------------------------------------------------------------
-# The ε-prediction network ε_θ(u_t, t) over latent tokens.
+# The ε-prediction network F_θ(u_t, t) over latent tokens.
 
 
 class LatentScoreNet(nn.Module):
-    """ε_θ(u, t). Shapes: u [B, *latent_shape], t [B] (float, in [0, 1]) → ε̂ [B, *latent_shape]."""
+    """F_θ(u, t): ε_θ without the prior's Gaussian skip (`sgilo.priors.score.LatentPrior.eps`).
+
+    Shapes: u [B, *latent_shape], t [B] (float, in [0, 1]) → [B, *latent_shape].
+    """
 
     def __init__(self, cfg: ScoreNetConfig) -> None:
         super().__init__()
@@ -160,11 +155,7 @@ class LatentScoreNet(nn.Module):
         x = self.inp(self.to_tokens(u)) + self.pos + temb[:, None]                # [B, T, d]
         for block in self.blocks:
             x = block(x, temb)
-        out = self.from_tokens(self.out(self.norm(x)))
-        if self.cfg.gaussian_skip:
-            sigma = VPSDE(self.cfg.beta_min, self.cfg.beta_max).marginal_std(t).to(u.dtype)
-            out = out + append_dims(sigma, u.ndim) * u
-        return out
+        return self.from_tokens(self.out(self.norm(x)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

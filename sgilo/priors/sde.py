@@ -1,5 +1,5 @@
 """The variance-preserving SDE of Song et al. (ICLR 2021, "Score-Based Generative Modeling through Stochastic
-Differential Equations"), used by SGILO's latent priors (Daras et al., ICML 2022; reference-algorithm §3.2).
+Differential Equations"), used by SGILO's latent priors (Daras et al., ICML 2022; original: ``sgilo:score/sde.py``).
 
     dx = −½ β(t) x dt + √β(t) dW,     β(t) = β_min + t (β_max − β_min),   t ∈ [0, T]      (Song Eq. 11, App. B)
 

@@ -24,10 +24,11 @@ drift on the quadratic model is stable iff the *preconditioned* curvature
 is below 2. ρ is estimated per row (chain × image) by a few power iterations, each with one forward-mode (J·t) and
 one reverse-mode (Jᵀ·r) product through the generator and a central finite difference of the score
 (−λ (s(v + εt) − s(v − εt)) / 2ε; the transformer's attention has no forward-mode derivative on CPU), started from the
-row's own D^½-scaled drift ∇U = ∇f − λs (no random numbers are drawn, so the chains' streams are unchanged). `step_scale` then
-returns min(1, κ / ρ) per row: steps are only ever lowered, never raised above the tuned values. Power iteration
-approaches λ_max from below; κ < 2 keeps a margin for that under-estimate and for the change of J along the chain.
-Cost: about 2·iters forward + backward passes per estimate, done at the start of each round.
+row's own D^½-scaled drift ∇U = ∇f − λs (no random numbers are drawn, so the chains' streams are unchanged).
+`step_scale` then returns min(1, κ / ρ) per row: steps are only ever lowered, never raised above the tuned values.
+Power iteration approaches λ_max from below; κ < 2 keeps a margin for that under-estimate and for the change of J
+along the chain. Cost: 2·iters + 1 generator-tail passes per estimate (NFE, `sgilo.solvers.rounds`): the gradient, the
+VJP's forward, iters JVPs and iters − 1 reverse passes, done at the start of each round.
 """
 
 from __future__ import annotations
@@ -72,13 +73,16 @@ def prior_hessian_product(score: Callable[[Tensor], Tensor], v: Tensor, t: Tenso
 
 def preconditioned_curvature(image_of: Callable[..., Tensor], primals: Sequence[Tensor], etas: Sequence[float],
                              fidelity: DataFidelity, start: Sequence[Tensor], iters: int = 3,
-                             priors: Sequence[Callable[[Tensor, Tensor], Tensor] | None] | None = None) -> Tensor:
+                             priors: Sequence[Callable[[Tensor, Tensor], Tensor] | None] | None = None,
+                             on_reverse: Callable[[], None] | None = None) -> Tensor:
     """Args:
         image_of: (v_1, …, v_G) → image [N, C, H, W], differentiable (forward and reverse mode) in every v_g.
         primals: the iterate's variables v_g [N, ...]; etas: their step sizes η_g > 0.
         fidelity: the data term (operator, σ_eff); start: start vectors, same shapes as primals (e.g. the gradient).
         iters: power iterations (≥ 1); each is one J·t and, except the last, one Jᵀ·r.
         priors: per variable, None or a callable (v, t) ↦ P·t, the prior's Hessian product (`prior_hessian_product`).
+        on_reverse: called once per reverse pass Jᵀ·r through the stored VJP (NFE counting; `image_of` counts the
+            forward passes itself). An estimate runs 1 + iters forwards (VJP primal, JVPs) and iters − 1 reverse passes.
     Returns ρ [N] (≥ 0): a lower estimate of the largest preconditioned curvature of each row.
     """
     if iters < 1:
@@ -97,6 +101,8 @@ def preconditioned_curvature(image_of: Callable[..., Tensor], primals: Sequence[
         pt = [torch.zeros_like(ti) if P is None else P(v, ti) for P, v, ti in zip(priors, primals, t, strict=True)]
         rho = quad + _row_dot(t, pt)                                                               # ûᵀ D^½(M+P)D^½ û
         if i + 1 < iters:
+            if on_reverse is not None:
+                on_reverse()
             u = [s * (g + q) for s, g, q in zip(scale, vjp_fn(ata), pt, strict=True)]             # D^½ (M+P) D^½ û
     return rho.detach().clamp_min(0.0)
 

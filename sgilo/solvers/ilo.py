@@ -9,6 +9,10 @@ The data term is the Gaussian likelihood of `sgilo.solvers.objective` (Adam is s
 relative to the optional LPIPS term). ILO used mse + LPIPS + GeoCross: GeoCross (weight 0.01, ILO's default) acts on
 the w+ rows read by blocks ≥ k in every round (`sgilo.solvers.rounds.geocross_penalty`); ILO's own slice hit the batch
 dimension, so it only acted in round 0 (§1.8, §7.5).
+
+Round 0 optimises exactly CSGM's variables under CSGM's constraints (`sgilo.solvers.csgm`: z and the noise maps of
+blocks 0 … 2, sphere-projected). R random restarts (``restarts``, ours; ILO ran one) run as one batch: ``Result.x_hat``
+is per image the restart with the lowest final measurement loss, ``Result.outputs`` [R, B, C, H, W] holds all of them.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from sgilo.generator.stylegan2 import Generator
 from sgilo.operators.base import LinearOperator
 from sgilo.solvers.langevin import check_positive
 from sgilo.solvers.result import Latents, Result
-from sgilo.solvers.rounds import (Constraints, Iterate, Problem, check_precision, check_steps, final_images,
-                                  geocross_penalty, init_iterate, make_problem, render, run_rounds, start_iterate,
-                                  traces)
+from sgilo.solvers.rounds import (Constraints, Iterate, Problem, check_precision, check_steps, common_diagnostics,
+                                  final_images, geocross_penalty, init_iterate, make_problem, render, run_rounds,
+                                  select_rows, start_iterate, traces)
 from sgilo.solvers.schedules import ilo_lr, per_round
 
 
@@ -37,6 +41,7 @@ from sgilo.solvers.schedules import ilo_lr, per_round
 @dataclass(frozen=True)
 class ILOConfig:
     steps: tuple[int, ...] = (50, 50, 25, 25)   # Adam steps per round; rounds k = 0..len-1 (ILO default).
+    restarts: int = 1                           # Random restarts R; the lowest measurement loss wins (ILO: 1).
     lr: float = 0.1                             # Peak Adam learning rate (ILO lr[k] = 0.1).
     rampup: float = 0.05                        # Linear warm-up fraction of each round.
     rampdown: float = 0.75                      # Cosine decay over the last fraction of each round.
@@ -58,6 +63,8 @@ class ILOConfig:
     def __post_init__(self) -> None:
         check_precision(self.precision)
         check_positive(self.lr, "learning rate lr")
+        if not isinstance(self.restarts, int) or self.restarts < 1:
+            raise ValueError(f"restarts must be an integer >= 1, got {self.restarts!r}")
         n = len(self.steps)
         for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise"):
             per_round(getattr(self, name), n, name)
@@ -97,15 +104,16 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
           priors: Mapping | None = None, config: ILOConfig = ILOConfig(),  # noqa: B008
           generator: torch.Generator | None = None, seeds: Sequence[int] | None = None,
           init: Latents | None = None) -> Result:
-    """ILO reconstruction (point estimate).
+    """ILO reconstruction (point estimate, best of R restarts; every restart's image in ``outputs``).
 
     Args: priors — unused (ILO's constraints are its ℓ1 balls), accepted for the common solver signature;
     seeds — one seed per image (its random stream then depends on that seed only, not on the batch);
     init — saved `Latents` to continue from (rounds before its layer k are skipped).
-    Shapes: y [B, ...] measurement; returns Result with x_hat [B, C, H, W], z [B, L, D], samples/std None.
+    Shapes: y [B, ...] measurement; returns Result with x_hat [B, C, H, W], outputs [R, B, C, H, W], z [B, L, D],
+    samples/std None; diagnostics['final_data_term'] [R][B].
     """
     c = config
-    problem = make_problem(y, operator, G, fit, 1, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
+    problem = make_problem(y, operator, G, fit, c.restarts, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
                            c.lpips_weight, seeds, c.precision)
     steps = check_steps(tuple(c.steps), problem.synthesis)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
@@ -120,6 +128,11 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     it, seconds, stopped = run_rounds(problem, start, steps, make_step, c.noise_lookahead,
                                       c.carry_skip, "ilo", f"lower the learning rate lr (now {c.lr})")
     x, f, state = final_images(problem, it)
-    diag = {"final_data_term": f.tolist(), "stopped": stopped, "sigma_eff": problem.fidelity.sigma}
-    return Result(x_hat=x, samples=None, std=None, z=it.z.detach(), state=state, traces=traces(problem),
-                  seconds_per_round=seconds, config=c, diagnostics=diag)
+    R, B = c.restarts, problem.batch
+    best = f.reshape(R, B).argmin(0)                                      # [B] restart index per image
+    idx = best * B + torch.arange(B, device=best.device)
+    diag = {"final_data_term": f.reshape(R, B).tolist(), "best_restart": best.tolist(),
+            **common_diagnostics(problem, stopped)}
+    return Result(x_hat=x[idx], samples=None, std=None, z=it.z.detach()[idx], state=select_rows(state, idx),
+                  traces=traces(problem), seconds_per_round=seconds, config=c, diagnostics=diag,
+                  outputs=x.reshape(R, B, *x.shape[1:]))

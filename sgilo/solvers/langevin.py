@@ -26,10 +26,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from sgilo.priors.sde import VPSDE
 from sgilo.solvers.rng import StackedGenerator, randn_like
 from sgilo.utils.shapes import append_dims
 
-VP_BETA_MIN, VP_BETA_MAX, VP_NUM_SCALES = 0.1, 20.0, 1000   # reference VP-SDE (§3.2)
+REFERENCE_SDE = VPSDE(beta_min=0.1, beta_max=20.0, N=1000)   # the reference's VP-SDE (its β_min, β_max, N scales)
 
 
 # ----------------------------------------------------------------------------
@@ -80,19 +81,11 @@ def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float | 
 
 
 # ----------------------------------------------------------------------------
-# β_VP(t) = β_min + t (β_max − β_min) (§3.2).
+# Δ(x) = r² · (β(t_h)/N) · s(x, t_h): first-order hot-sampler displacement in raw units (§3.7), β and N of the VP-SDE.
 
 
-def vp_beta(t: float, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> float:
-    return beta_min + t * (beta_max - beta_min)
-
-
-# ----------------------------------------------------------------------------
-# Δ(x) = r² · (β_VP(t_h)/N) · s(x, t_h): first-order hot-sampler displacement in raw units (§3.7).
-
-
-def hot_displacement(score: Tensor, t_h: float, value_range: float, num_scales: int = VP_NUM_SCALES) -> Tensor:
-    return value_range**2 * (vp_beta(t_h) / num_scales) * score
+def hot_displacement(score: Tensor, t_h: float, value_range: float, sde: VPSDE = REFERENCE_SDE) -> Tensor:
+    return value_range**2 * (float(sde.beta(t_h)) / sde.N) * score
 
 
 # ----------------------------------------------------------------------------

@@ -21,12 +21,16 @@ class Result:
     Shapes:
         x_hat: [B, C, H, W] mean image (the single output for CSGM / ILO).
         samples: [K, B, C, H, W] one image per chain, or None for point estimators.
+        outputs: [K, B, C, H, W] every chain's / restart's final image (SGILO: the samples; CSGM/ILO: the R restarts,
+            x_hat being the one with the lowest measurement loss), or None.
         std: [B, C, H, W] per-pixel std over the K samples, or None.
         z: [B, L, D] or [K·B, L, D] (chain-major: row c·B + b) final Gaussianised w+ codes.
         state: final `IntermediateState` (detached) — with `tail` it regenerates the samples; saved to continue a run.
         traces: 'data' [T, K, B] data-term values per step, 'pixels' [T, K, B, 4] pixel summaries, 'round' [T].
         seconds_per_round: wall time of each round.
-        diagnostics: R̂/ESS (samplers), warnings, 'stopped' (message when a non-finite iterate ended the run).
+        diagnostics: 'nfe' (generator-tail evaluations per image, `sgilo.solvers.rounds`), 'final_data_term' per
+            row, 'stopped' (one line when a blow-up or non-finite iterate ended the run), 'notes' (logged lines),
+            R̂/ESS and 'h_move' (SGILO).
     """
 
     x_hat: Tensor
@@ -38,6 +42,11 @@ class Result:
     seconds_per_round: list[float]
     config: Any
     diagnostics: dict = field(default_factory=dict)
+    outputs: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.outputs is None and self.samples is not None:
+            self.outputs = self.samples
 
 
 # ----------------------------------------------------------------------------

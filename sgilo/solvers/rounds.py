@@ -10,13 +10,21 @@ Only the w+ rows that blocks ≥ k read (rows ≥ 2k − 1) are updated in round
 so freezing them makes the Langevin move an exact conditional (Gibbs-style) update.
 Random streams: with per-image ``seeds`` chain c of image b depends only on (seeds[b], c) (`sgilo.solvers.rng`).
 A run can start from saved `Latents` at layer k0 (continuation): rounds k < k0 are already baked into h_k0 and skipped.
+
+NFE (``Result.diagnostics["nfe"]``, every solver): generator-tail evaluations per image. Every pass of G_tail,k over
+one row counts 1 for that row: a forward (`render`; the backward of the same step that reuses its graph is not counted
+again), a forward of `render_fn` inside torch.func (the primal forward of a VJP, each forward-mode JVP), each extra
+reverse pass of a stored VJP (curvature power iteration), and the final forward render of every row (`final_images`).
+NFE = rows counted / B, so it sums over the K chains or R restarts, the rounds, the curvature estimates and retried
+(rolled-back) steps. The head blocks run by `begin_round` (k ≥ 1, once per round) are not counted. Formulas:
+CSGM R·(steps + 1); ILO Σ_k steps_k + 1; SGILO K·(Σ_k steps_k + 1) + K·(2·iters + 1) per curvature estimate.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,7 +34,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sgilo.generator.latents import GaussianizedW, fit_gaussianized_w, project_to_sphere, sphere_radius
-from sgilo.generator.split import IntermediateState, advance, h_shape, tail
+from sgilo.generator.split import IntermediateState, advance, h_shape, head, tail
 from sgilo.generator.stylegan2 import Generator, SynthesisNetwork
 from sgilo.operators.base import LinearOperator
 from sgilo.solvers.diagnostics import pixel_summaries
@@ -35,6 +43,8 @@ from sgilo.solvers.result import Latents, Result
 from sgilo.solvers.rng import StackedGenerator
 from sgilo.solvers.schedules import l1_expand
 from sgilo.utils.shapes import assert_shape
+
+log = logging.getLogger("sgilo")
 
 
 # ----------------------------------------------------------------------------
@@ -52,6 +62,22 @@ class Problem:
     progress: bool = False
     records: dict[str, list] = field(default_factory=lambda: {"data": [], "pixels": [], "round": []})
     precision: str = "fp32"   # generator tail in 'fp32' or under 'bf16' autocast (image cast back to fp32); resolved
+    tail_rows: int = 0        # generator-tail row evaluations so far (module docstring: NFE)
+    notes: list[str] = field(default_factory=list)   # one-line messages also logged (logger 'sgilo')
+
+    def count(self, rows: int) -> None:
+        """Add ``rows`` generator-tail row evaluations (see the module docstring, NFE)."""
+        self.tail_rows += int(rows)
+
+    @property
+    def nfe(self) -> float:
+        """Generator-tail evaluations per image: rows counted / B."""
+        return self.tail_rows / self.batch
+
+    def note(self, message: str) -> None:
+        """Log ``message`` once (logger 'sgilo', level WARNING) and keep it for ``diagnostics['notes']``."""
+        log.warning(message)
+        self.notes.append(message)
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -96,11 +122,12 @@ def autocast_for(precision: str, device_type: str):
 # Gaussianised-w+ fit: the given one, or one fitted on the fly from the mapping network (said in a warning).
 
 
+FIT_ON_THE_FLY = "no Gaussianised-w+ fit was given: fitting one on the fly from 100 000 mapping-network samples"
+
+
 def resolve_fit(G: Generator, fit: GaussianizedW | None, seed: int) -> GaussianizedW:
     if fit is not None:
         return fit
-    warnings.warn("no Gaussianised-w+ fit was given: fitting one on the fly from 100 000 mapping-network samples",
-                  RuntimeWarning, stacklevel=3)
     device = G.mapping.w_avg.device
     return fit_gaussianized_w(G.mapping, 100_000, generator=torch.Generator(device=device).manual_seed(seed))
 
@@ -123,13 +150,17 @@ def make_problem(y: Tensor, operator: LinearOperator, G: Generator, fit: Gaussia
         G = G.freeze()                                                    # solvers never train the generator (§7.18)
     if generator is not None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    fitted = fit is None
     fit = resolve_fit(G, fit, seed)
     fidelity = DataFidelity(operator, y, sigma_min, perceptual, perceptual_weight)
     if seeds is not None and (len(seeds) != y.shape[0] or not all(isinstance(v, int) for v in seeds)):
         raise ValueError(f"seeds: expected {y.shape[0]} integers (one per image of y), got {list(seeds)!r}")
     gens = StackedGenerator(seed, chains, y.shape[0], y.device, image_seeds=seeds)
-    return Problem(G.synthesis, fit, fidelity, gens, chains, y.shape[0], progress,
-                   precision=resolve_precision(precision, y.device))
+    problem = Problem(G.synthesis, fit, fidelity, gens, chains, y.shape[0], progress,
+                      precision=resolve_precision(precision, y.device))
+    if fitted:
+        problem.note(FIT_ON_THE_FLY)
+    return problem
 
 
 # ----------------------------------------------------------------------------
@@ -282,6 +313,7 @@ def render(problem: Problem, it: Iterate) -> Tensor:
     """G_tail,k of the iterate; with precision 'bf16' the tail runs under bf16 autocast (the convolutions, 4-5x faster
     on AMX CPUs and tensor-core GPUs) and the image is returned in the latents' dtype, so the data term, the scores
     and the Langevin update stay in fp32."""
+    problem.count(it.z.shape[0])
     with autocast_for(problem.precision, it.z.device.type):
         x = tail(problem.synthesis, it.state(problem.fit))
     return x.to(it.z.dtype)
@@ -292,8 +324,10 @@ def render(problem: Problem, it: Iterate) -> Tensor:
 
 
 def render_fn(problem: Problem, it: Iterate, names: list[str]) -> Callable[..., Tensor]:
-    """(v_1, …, v_n) → G_tail,k [N, C, H, W] in fp32, with v_i replacing the leaf ``names[i]`` ('z', 'h', 'n{j}')."""
+    """(v_1, …, v_n) → G_tail,k [N, C, H, W] in fp32, with v_i replacing the leaf ``names[i]`` ('z', 'h', 'n{j}').
+    Each call counts N tail evaluations on ``problem`` (NFE)."""
     def image_of(*values: Tensor) -> Tensor:
+        problem.count(it.z.shape[0])
         v = dict(zip(names, values, strict=True))
         z = v.get("z", it.z.detach())
         h = v.get("h", None if it.h is None else it.h.detach())
@@ -338,7 +372,8 @@ class Constraints:
 
 def run_round(problem: Problem, it: Iterate, steps: int, step: Callable[[int], tuple[Tensor, Tensor]], desc: str,
               hint: str) -> str | None:
-    """Returns None, or a one-line message when a non-finite value stopped the round (the last finite iterate is kept)."""
+    """Returns None, or a one-line message when a non-finite value stopped the round (the last finite iterate is
+    kept)."""
     for i in tqdm(range(steps), desc=desc, disable=not problem.progress, leave=False):
         snapshot = {n: p.detach().clone() for n, p in it.params().items()}
         x, f = step(i)
@@ -348,10 +383,34 @@ def run_round(problem: Problem, it: Iterate, steps: int, step: Callable[[int], t
                 for n, p in it.params().items():
                     p.copy_(snapshot[n])
             return f"non-finite iterate in round k={it.k} at step {i}: stopped and kept the last finite iterate; {hint}"
-        problem.records["data"].append(f.detach())
-        problem.records["pixels"].append(pixel_summaries(x.detach()))
-        problem.records["round"].append(it.k)
+        record_step(problem, it.k, x, f)
     return None
+
+
+# ----------------------------------------------------------------------------
+# Keep one step's data term [N] and pixel summaries [N, 4] for the traces.
+
+
+def record_step(problem: Problem, k: int, x: Tensor, f: Tensor) -> None:
+    problem.records["data"].append(f.detach())
+    problem.records["pixels"].append(pixel_summaries(x.detach()))
+    problem.records["round"].append(k)
+
+
+# ----------------------------------------------------------------------------
+# How far h_k has left the generator's head: ‖h_k − head_k(z)‖ / ‖head_k(z)‖ per row (issue "h must move").
+
+
+@torch.no_grad()
+def h_move(problem: Problem, it: Iterate) -> Tensor | None:
+    """head_k(z) recomputes h_k from the current z and noise maps by the exact split (blocks 0 … k−1, not counted as
+    NFE). 0 while h has never left the head (e.g. round 1 started from round 0's z); after earlier h rounds it
+    measures the accumulated departure. None for k = 0 (no h_k).
+    Shapes: returns [N]."""
+    if it.h is None:
+        return None
+    ref = head(problem.synthesis, problem.fit(it.z.detach()), it.k, [n.detach() for n in it.noises]).h
+    return (it.h.detach() - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp_min(1e-30)
 
 
 # ----------------------------------------------------------------------------
@@ -369,7 +428,7 @@ def run_rounds(problem: Problem, it: Iterate, steps: tuple[int, ...], make_step:
         stopped = run_round(problem, it, n, make_step(it, k), f"{name} round k={k}", hint)
         seconds.append(time.perf_counter() - t0)
         if stopped:
-            warnings.warn(stopped, RuntimeWarning, stacklevel=3)
+            problem.note(stopped)
             break
     return it, seconds, stopped
 
@@ -394,8 +453,19 @@ def traces(problem: Problem) -> dict[str, Tensor]:
 @torch.no_grad()
 def final_images(problem: Problem, it: Iterate) -> tuple[Tensor, Tensor, IntermediateState]:
     state = it.state(problem.fit).detach()
+    problem.count(it.z.shape[0])
     x = tail(problem.synthesis, state)                                    # [N, C, H, W]
     return x, problem.fidelity(x), state
+
+
+# ----------------------------------------------------------------------------
+# Diagnostics every solver reports: NFE per image, the stop message, σ_eff and the logged notes.
+
+
+def common_diagnostics(problem: Problem, stopped: str | None) -> dict:
+    """{'nfe': generator-tail evaluations per image (module docstring), 'stopped': message or None, 'sigma_eff',
+    'notes': the one-line messages logged during the solve}. Call after `final_images` so the final render counts."""
+    return {"nfe": problem.nfe, "stopped": stopped, "sigma_eff": problem.fidelity.sigma, "notes": list(problem.notes)}
 
 
 # ----------------------------------------------------------------------------
@@ -417,7 +487,8 @@ def sampler_result(problem: Problem, it: Iterate, config, seconds: list[float], 
     K, B = problem.chains, problem.batch
     samples = x.reshape(K, B, *x.shape[1:])                               # [K, B, C, H, W]
     std = samples.std(0, correction=1) if K > 1 else torch.zeros_like(samples[0])
-    diagnostics = {**diagnostics, "final_data_term": f.reshape(K, B).tolist()}
+    diagnostics = {**diagnostics, **common_diagnostics(problem, diagnostics.get("stopped")),
+                   "final_data_term": f.reshape(K, B).tolist()}
     assert_shape(samples, [K, B, None, None, None], "samples")
     return Result(x_hat=samples.mean(0), samples=samples, std=std, z=it.z.detach(), state=state,
                   traces=traces(problem), seconds_per_round=seconds, config=config, diagnostics=diagnostics)

@@ -19,21 +19,37 @@ Adam loss with the reference weight 0.001 (on w rather than z, and without the r
 Deviations from the reference defaults, chosen for 64×64 on a CPU: z starts from N(0, I) per chain (the reference's
 all-ones start would make every chain identical), K = 4 chains, and the default steps are (100, 100, 100).
 
-Step control (ours, ``step_control='curvature'``; `sgilo.solvers.curvature`): the reference uses one fixed step for
+Step control (ours, ``curvature=CurvatureControl()``; `sgilo.solvers.curvature`): the reference uses one fixed step for
 every operator. A step tuned on sparse masks diverges on operators that observe most of the image (centre box, luma),
 because the data term's curvature through the generator grows ~20× while ‖A‖ stays 1. At the start of every round the
 preconditioned curvature ρ of the potential (data Gauss–Newton term plus prior stiffness) is estimated per chain and
 the round's steps of that chain are multiplied by min(1, κ/ρ); they are never raised.
+
+Blow-up guard (ours, `Rollback`): a chain whose data term exceeds ``guard.data_factor`` × its round-start value, whose
+‖h_k‖ exceeds ``guard.h_factor`` × its round-start norm, or whose iterate is non-finite is rolled back to its last good
+iterate and continues with half its step; after ``guard.retries`` halvings of one chain the run stops, keeps the last
+good iterate of every chain and says so in one line (``diagnostics['stopped']``, logger ``sgilo``).
+
+Options of issue 16 (off by default): ``t_schedule`` = (t_max, t_min) anneals the score time geometrically over each
+round's steps (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1); ``sigma_anneal`` lowers the likelihood's σ
+geometrically from σ_eff = max(σ, σ_min) to the operator's σ over the last round; the data curvature grows as 1/σ²,
+so the curvature control's ρ is scaled by σ_0²/σ_i² and its factor min(1, κ/ρ) recomputed (without the control every
+step scales by σ_i²/σ_0²), and the bound still holds.
+
+The langevin-mode solve is one loop, `solve` → `sgilo_step` → `langevin_step` (Eq. 5): read `solve` top to bottom.
+NFE: ``diagnostics['nfe']`` counts generator-tail evaluations per image (`sgilo.solvers.rounds`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from sgilo.generator.latents import GaussianizedW
 from sgilo.generator.stylegan2 import Generator
@@ -43,41 +59,86 @@ from sgilo.solvers.diagnostics import summarize, warn_if_unmixed
 from sgilo.solvers.ilo import adam_step_factory
 from sgilo.solvers.langevin import check_positive, langevin_step, reference_step
 from sgilo.solvers.result import Latents, Result
-from sgilo.solvers.rounds import (Constraints, Iterate, Problem, active_rows, check_precision, check_steps,
-                                  geocross_penalty, init_iterate, make_problem, render, render_fn, run_rounds,
-                                  sampler_result, start_iterate, traces)
+from sgilo.solvers.rounds import (Constraints, Iterate, Problem, active_rows, begin_round, check_precision, check_steps,
+                                  geocross_penalty, h_move, init_iterate, make_problem, record_step, render, render_fn,
+                                  run_rounds, sampler_result, start_iterate, traces)
 from sgilo.solvers.schedules import per_round
 from sgilo.utils.shapes import assert_shape
-
 
 STEP_CONTROLS = ("none", "curvature")
 
 
 # ----------------------------------------------------------------------------
-# SGILO hyper-parameters; reference values from sgilo:configs/solve_inverse.yaml (§8.1) where they exist.
+# Options of the reference hybrid (mode 'reference'); values from sgilo:configs/solve_inverse.yaml.
+
+
+@dataclass(frozen=True)
+class ReferenceOptions:
+    lr: float = 0.05                        # Adam lr (constant).
+    tau: float = 0.1                        # latent_temperature τ_z.
+    tau_h: tuple[float, ...] | None = None  # gen_temperature per round (None: 0 for k=0, else 0.1).
+    noise_std: float = 0.025                # latent_noise_temp ν_z.
+    noise_std_h: float = 0.025              # gen_noise_temp ν_h.
+    range_z: float = 6.0882                 # min-max range r_z of the latent normalisation.
+    range_h: float = 3.7460                 # min-max range r_h of the layer normalisation.
+
+    def __post_init__(self) -> None:
+        check_positive(self.lr, "learning rate lr")
+
+
+# ----------------------------------------------------------------------------
+# Curvature step control (ours, `sgilo.solvers.curvature`): steps of a chain × min(1, κ/ρ) at each round start.
+
+
+@dataclass(frozen=True)
+class CurvatureControl:
+    kappa_z: float = 30.0                   # bound on ρ when all variables are sphere-projected (round 0).
+    kappa_h: float = 1.0                    # bound on ρ once h_k moves (ULA stable: ρ < 2).
+    iters: int = 3                          # power iterations per estimate (round start).
+
+    def __post_init__(self) -> None:
+        check_positive(self.kappa_z, "curvature bound kappa_z")
+        check_positive(self.kappa_h, "curvature bound kappa_h")
+        if not isinstance(self.iters, int) or self.iters < 1:
+            raise ValueError(f"curvature iters must be an integer >= 1, got {self.iters!r}")
+
+
+# ----------------------------------------------------------------------------
+# Blow-up guard (ours, issue 16): thresholds per chain, relative to the round start, and the number of step halvings.
+
+
+@dataclass(frozen=True)
+class BlowupGuard:
+    data_factor: float = 1e3                # blow-up: f > data_factor × round-start f (σ-annealing corrected).
+    h_factor: float = 1e2                   # blow-up: ‖h_k‖ > h_factor × round-start ‖h_k‖.
+    retries: int = 3                        # halvings of one chain's step before the run stops.
+
+    def __post_init__(self) -> None:
+        check_positive(self.data_factor, "guard data_factor")
+        check_positive(self.h_factor, "guard h_factor")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"guard retries must be an integer >= 0, got {self.retries!r}")
+
+
+# ----------------------------------------------------------------------------
+# SGILO hyper-parameters; reference values from sgilo:configs/solve_inverse.yaml where they exist.
 
 
 @dataclass(frozen=True)
 class SGILOConfig:
-    mode: str = "langevin"                  # 'langevin' (projected ULA, Eq. 5) or 'reference' (hybrid, §3.6).
+    mode: str = "langevin"                  # 'langevin' (projected ULA, Eq. 5) or 'reference' (hybrid).
     chains: int = 4                         # K chains (posterior samples) per image.
     steps: tuple[int, ...] = (100, 100, 100)  # Steps per round, rounds k = 0..len-1 (reference: 300, 300, 300).
     eta: float = 3e-5                       # Langevin step η for z and noise maps (ours; tuned at 64 px, σ_min 0.05).
     eta_h: float | None = None              # Langevin step for h_k (None: same as eta).
-    step_control: str = "none"              # langevin mode: "none" or "curvature" (lower η per row so ρ ≤ κ; ours).
-    kappa_z: float = 30.0                   # curvature control: bound on ρ when all variables are sphere-projected.
-    kappa_h: float = 1.0                    # curvature control: bound on ρ once h_k moves (ULA stable: ρ < 2).
-    curvature_iters: int = 3                # curvature control: power iterations per estimate (round start).
+    curvature: CurvatureControl | None = None   # langevin mode: curvature step control (None: fixed steps).
     lam: float = 1.0                        # Prior weight λ (1 = Bayes).
     beta: float = 1.0                       # Inverse temperature β (1 = posterior, inf = MAP).
     t_h: float = 0.01                       # Diffusion time of the score s_θ(·, t_h) (reference hot time 0.01).
-    lr: float = 0.05                        # reference mode: Adam lr (constant).
-    tau: float = 0.1                        # reference mode: latent_temperature τ_z.
-    tau_h: tuple[float, ...] | None = None  # reference mode: gen_temperature per round (None: 0 for k=0, else 0.1).
-    noise_std: float = 0.025                # reference mode: latent_noise_temp ν_z.
-    noise_std_h: float = 0.025              # reference mode: gen_noise_temp ν_h.
-    range_z: float = 6.0882                 # reference mode: min-max range r_z of the latent normalisation.
-    range_h: float = 3.7460                 # reference mode: min-max range r_h of the layer normalisation.
+    t_schedule: tuple[float, float] | None = None   # (t_max, t_min): geometric score time per round (None: t_h).
+    sigma_anneal: bool = False              # Last round: σ from σ_eff down to the operator's σ (none if σ = 0).
+    guard: BlowupGuard = BlowupGuard()      # langevin mode: per-chain roll-back and step halving on blow-ups.
+    reference: ReferenceOptions = ReferenceOptions()   # mode 'reference' only.
     noise_lookahead: int = 0                # Noise maps of blocks k..k+lookahead trainable (sgilo: block k only).
     project: bool = True                    # Spherical projection Π of z rows and noise maps.
     l1_radius_z: tuple[float, ...] | None = None      # Optional per-round ℓ1 radii (as ILO).
@@ -86,7 +147,7 @@ class SGILOConfig:
     init: str = "randn"                     # z init per chain ('ones' = reference, identical chains).
     carry_skip: bool = True                 # Exact split.
     sigma_min: float = 0.05                 # Noise floor σ_min of the likelihood.
-    precision: str = "fp32"             # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
+    precision: str = "fp32"                 # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
     lpips_weight: float = 0.0               # Optional LPIPS weight; needs `perceptual`.
     geocross: float | None = None           # GeoCross weight (None: 0.001 in reference mode, 0 in langevin mode).
     seed: int = 0                           # Base seed; row (c, b) uses (seed, c, b) unless per-image seeds.
@@ -102,79 +163,78 @@ class SGILOConfig:
         check_positive(self.eta, "step size eta")
         if self.eta_h is not None:
             check_positive(self.eta_h, "step size eta_h")
-        check_positive(self.lr, "learning rate lr")
-        if self.step_control not in STEP_CONTROLS:
-            raise ValueError(f"step_control: expected one of {list(STEP_CONTROLS)}, got {self.step_control!r}")
-        check_positive(self.kappa_z, "curvature bound kappa_z")
-        check_positive(self.kappa_h, "curvature bound kappa_h")
-        if not isinstance(self.curvature_iters, int) or self.curvature_iters < 1:
-            raise ValueError(f"curvature_iters must be an integer >= 1, got {self.curvature_iters!r}")
+        for name, cls in (("curvature", CurvatureControl), ("guard", BlowupGuard), ("reference", ReferenceOptions)):
+            v = getattr(self, name)
+            if not (isinstance(v, cls) or (name == "curvature" and v is None)):
+                raise ValueError(f"{name}: expected a {cls.__name__}{' or None' if name == 'curvature' else ''}, "
+                                 f"got {v!r}")
         check_positive(self.beta, "inverse temperature beta", allow_inf=True)
         check_positive(self.t_h, "score time t_h")
+        if self.t_schedule is not None:
+            if len(self.t_schedule) != 2:
+                raise ValueError(f"t_schedule: expected (t_max, t_min), got {self.t_schedule!r}")
+            t_max, t_min = (check_positive(t, "t_schedule time") for t in self.t_schedule)
+            if not (t_min <= t_max <= 1.0):
+                raise ValueError(f"t_schedule: expected 0 < t_min <= t_max <= 1, got {self.t_schedule!r}")
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"prior weight lam must be a finite number >= 0, got {self.lam!r}")
-        for name in ("tau_h", "l1_radius_z", "l1_radius_h", "l1_radius_noise"):
+        per_round(self.reference.tau_h, len(self.steps), "reference.tau_h")
+        for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise"):
             per_round(getattr(self, name), len(self.steps), name)
         if self.geocross is not None and not (math.isfinite(self.geocross) and self.geocross >= 0):
             raise ValueError(f"geocross weight must be a finite number >= 0, got {self.geocross!r}")
 
     @property
+    def step_control(self) -> str:
+        """'curvature' when the curvature step control is on, else 'none'."""
+        return "none" if self.curvature is None else "curvature"
+
+    @property
     def geocross_weight(self) -> float:
-        """The GeoCross weight in use: the given one, else 0.001 (reference mode, §8.1) or 0 (langevin mode)."""
+        """The GeoCross weight in use: the given one, else 0.001 (reference mode) or 0 (langevin mode)."""
         if self.geocross is not None:
             return float(self.geocross)
         return 0.001 if self.mode == "reference" else 0.0
 
 
 # ----------------------------------------------------------------------------
-# s(x, t_h) from a prior with `.score(x, t)` (t as a [N] tensor), shape-checked against its latent_shape.
+# s(x, t) from a prior with `.score(x, t)` (t as a [N] tensor), shape-checked against its latent_shape.
 
 
-def prior_score(prior, x: Tensor, t_h: float, name: str) -> Tensor:
+def prior_score(prior, x: Tensor, t: float, name: str) -> Tensor:
     shape = getattr(prior, "latent_shape", None)
     if shape is not None and tuple(shape) != tuple(x.shape[1:]):
         raise ValueError(f"prior {name!r} has latent_shape {tuple(shape)}, but the solver's {name} is "
                          f"{tuple(x.shape[1:])}")
-    t = torch.full([x.shape[0]], float(t_h), device=x.device, dtype=x.dtype)
-    s = prior.score(x, t)
+    s = prior.score(x, torch.full([x.shape[0]], float(t), device=x.device, dtype=x.dtype))
     assert_shape(s, list(x.shape), f"score of prior {name!r}")
     return s
 
 
 # ----------------------------------------------------------------------------
-# Score of every variable of round k: z and h from the priors (or fallbacks), noise maps −n.
+# The score of one variable of round k at value v: z from priors['z'] (else the exact N(0, I) score −z of the
+# Gaussianised code), h_k from priors[f'h{k}'] (else no prior term: None), noise maps −n (N(0, I) by construction).
 
 
-def variable_scores(it: Iterate, priors: Mapping, t_h: float) -> dict[str, Tensor | None]:
-    out: dict[str, Tensor | None] = {}
-    for name, p in it.params().items():
-        fn = score_fn(it, name, priors, t_h)
-        out[name] = None if fn is None else fn(p.detach())
-    return out
-
-
-# ----------------------------------------------------------------------------
-# The score function of one variable: z from priors['z'] (else the N(0, I) score −z), h_k from priors[f'h{k}'] (else
-# none), noise maps −n.
-
-
-def score_fn(it: Iterate, name: str, priors: Mapping, t_h: float) -> Callable[[Tensor], Tensor] | None:
+def variable_score(k: int, name: str, v: Tensor, priors: Mapping, t: float) -> Tensor | None:
     if name == "z":
-        return (lambda v: prior_score(priors["z"], v, t_h, "z")) if "z" in priors else (lambda v: -v)
+        return prior_score(priors["z"], v, t, "z") if "z" in priors else -v
     if name == "h":
-        key = f"h{it.k}"
-        return (lambda v: prior_score(priors[key], v, t_h, key)) if key in priors else None
-    return lambda v: -v
+        return prior_score(priors[f"h{k}"], v, t, f"h{k}") if f"h{k}" in priors else None
+    return -v
+
+
+def variable_scores(it: Iterate, priors: Mapping, t: float) -> dict[str, Tensor | None]:
+    """{name: s_v(v, t) or None} for every variable of the iterate (detached values)."""
+    return {n: variable_score(it.k, n, p.detach(), priors, t) for n, p in it.params().items()}
 
 
 # ----------------------------------------------------------------------------
-# The prior's Hessian product (v, t) ↦ −λ ∇s(v)·t for the curvature control, or None without a prior term.
+# The tuned step of each variable: η_h for h_k (when given), η for z and the noise maps.
 
 
-def prior_hessian_fn(score: Callable[[Tensor], Tensor] | None, lam: float):
-    if score is None or lam == 0:
-        return None
-    return lambda v, t: prior_hessian_product(score, v, t, lam)
+def step_sizes(it: Iterate, c: SGILOConfig) -> dict[str, float]:
+    return {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta) for n in it.params()}
 
 
 # ----------------------------------------------------------------------------
@@ -185,73 +245,199 @@ def prior_hessian_fn(score: Callable[[Tensor], Tensor] | None, lam: float):
 # h₁ to diverge within 10 steps, while ρ ≤ 1 for the joint move kept it stable.
 
 
-def curvature_control(problem: Problem, it: Iterate, eta: dict[str, float], c: SGILOConfig, priors: Mapping) -> dict:
-    """Returns {"rho": [N] (at the tuned steps), "scale": [N], "kappa": κ used}."""
+def curvature_control(problem: Problem, it: Iterate, eta: dict[str, float], c: SGILOConfig, priors: Mapping,
+                      t: float | None = None) -> dict:
+    """Returns {"rho": [N] (at the steps ``eta``), "scale": [N], "kappa": κ used}; the score at time ``t`` (t_h)."""
+    ctl, t = c.curvature or CurvatureControl(), c.t_h if t is None else t
     params = {n: p.detach() for n, p in it.params().items()}
     names = list(params)
     with torch.enable_grad():
         leaves = [p.clone().requires_grad_(True) for p in params.values()]
         f = problem.fidelity(render_fn(problem, it, names)(*leaves))
         grads = torch.autograd.grad(f.sum(), leaves)
-    scores = variable_scores(it, priors, c.t_h)
+    scores = variable_scores(it, priors, t)
     drift = [g if scores[n] is None else g - c.lam * scores[n] for n, g in zip(names, grads, strict=True)]   # ∇U
-    hess = [prior_hessian_fn(score_fn(it, n, priors, c.t_h), c.lam) for n in names]
+    hess = [None if (scores[n] is None or c.lam == 0) else
+            (lambda v, d, n=n: prior_hessian_product(lambda u: variable_score(it.k, n, u, priors, t), v, d, c.lam))
+            for n in names]
     rho = preconditioned_curvature(render_fn(problem, it, names), list(params.values()), [eta[n] for n in names],
-                                   problem.fidelity, drift, c.curvature_iters, hess)
-    kappa = c.kappa_z if (c.project and "h" not in params) else c.kappa_h
+                                   problem.fidelity, drift, ctl.iters, hess,
+                                   on_reverse=lambda: problem.count(it.z.shape[0]))
+    kappa = ctl.kappa_z if (c.project and "h" not in params) else ctl.kappa_h
     return {"rho": rho, "scale": step_scale(rho, kappa), "kappa": kappa}
 
 
 # ----------------------------------------------------------------------------
-# One `langevin`-mode step on every variable (Eq. 5), then ℓ1 balls and spheres.
+# ONE SGILO step: the projected Langevin update (Daras et al. 2022, Eq. 5) of every variable of round k, in place.
 
 
-def langevin_step_factory(problem: Problem, it: Iterate, c: SGILOConfig, priors: Mapping, cons: Constraints,
-                          penalty: Callable[[Iterate], Tensor] | None = None, record: list | None = None):
-    """``record``: when given, the round's curvature-control estimates are appended to it (diagnostics)."""
-    mask_z = active_rows(problem.synthesis, it.k, it.z)
-    eta: dict[str, float | Tensor] = {n: (c.eta_h if (n == "h" and c.eta_h is not None) else c.eta)
-                                      for n in it.params()}
-    if c.step_control == "curvature":
-        ctl = curvature_control(problem, it, eta, c, priors)
-        eta = {n: e * ctl["scale"] for n, e in eta.items()}
-        if record is not None:
-            record.append({"k": it.k, "kappa": ctl["kappa"], "rho": ctl["rho"].tolist(),
-                           "scale": ctl["scale"].tolist()})
+def sgilo_step(problem: Problem, it: Iterate, eta: Mapping[str, float | Tensor], priors: Mapping, c: SGILOConfig, *,
+               t: float | None = None, penalty: Callable[[Iterate], Tensor] | None = None,
+               constraints: Constraints | None = None,
+               timer: Callable[[str], None] | None = None) -> tuple[Tensor, Tensor]:
+    """v ← Π(v − η_v ∇_v U + η_v λ s_θ(v, t) + sqrt(2 η_v / β) u) for v ∈ {z, h_k, trainable noise maps} (Eq. 5),
+    U = f + penalty.
 
-    def step(i: int) -> tuple[Tensor, Tensor]:
-        x = render(problem, it)
-        f = problem.fidelity(x)                                           # [N]
-        params = it.params()
-        u = f if penalty is None else f + penalty(it)                     # potential minus the prior term
-        grads = dict(zip(params, torch.autograd.grad(u.sum(), list(params.values())), strict=True))
-        scores = variable_scores(it, priors, c.t_h)
-        with torch.no_grad():
-            for n, p in params.items():
-                new = langevin_step(p.detach(), grads[n], scores[n], eta[n], c.lam, c.beta, problem.gens,
-                                    mask=mask_z if n == "z" else None)
-                p.copy_(new)
-        cons.apply(it)
-        return x.detach(), f.detach()
-
-    return step
+    Args: eta — step per variable name ('z', 'h', 'n{i}'), a number or one per row [N]; t — score time (None: c.t_h);
+    penalty — optional per-row term added to f (GeoCross); constraints — Π (ℓ1 balls, then spheres; ILO);
+    timer — called with 'generator', 'score', 'update' after each part (`sgilo.bench.speed` times this function).
+    Returns (image, f) at the pre-update iterate: [N, C, H, W], [N]. Costs one tail forward + backward (NFE 1 per row).
+    """
+    mark = timer or (lambda part: None)
+    t = c.t_h if t is None else t
+    params = it.params()
+    x = render(problem, it)                                               # G_tail,k(w(z), h_k, noises)  [N, C, H, W]
+    f = problem.fidelity(x)                                               # f = ‖A x − y‖² / (2σ²)        [N]
+    u = f if penalty is None else f + penalty(it)
+    grads = dict(zip(params, torch.autograd.grad(u.sum(), list(params.values())), strict=True))   # ∇_v U
+    mark("generator")
+    scores = variable_scores(it, priors, t)                               # s_θ(v, t) ≈ ∇ log p_t(v)
+    mark("score")
+    mask_z = active_rows(problem.synthesis, it.k, it.z)                   # z rows read by blocks ≥ k
+    with torch.no_grad():
+        for n, p in params.items():                                       # Eq. 5, one variable at a time
+            p.copy_(langevin_step(p.detach(), grads[n], scores[n], eta[n], c.lam, c.beta, problem.gens,
+                                  mask=mask_z if n == "z" else None))
+    if constraints is not None:
+        constraints.apply(it)                                             # Π: ℓ1 balls, then spheres (ILO)
+    mark("update")
+    return x.detach(), f.detach()
 
 
 # ----------------------------------------------------------------------------
-# The reference hybrid's post-Adam move on z (always) and h_k (when τ_h > 0 and a prior for layer k exists).
+# Geometric schedule a → b over n steps (a at step 0, b at step n − 1).
+
+
+def geometric(a: float, b: float, n: int) -> list[float]:
+    if n == 1 or a == b:
+        return [float(b)] * n
+    return [float(a * (b / a) ** (i / (n - 1))) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------
+# Steps while σ is annealed (issue 16): the data term's curvature scales by σ_0²/σ_i² = 1/ratio. With the curvature
+# control the round-start ρ is scaled by it (as if all of ρ were data curvature: an upper bound) and min(1, κ/ρ_i)
+# recomputed; without it every step scales by ratio = σ_i²/σ_0².
+
+
+def annealed_steps(eta0: Mapping[str, float], ctl: dict | None, ratio: float) -> dict[str, float | Tensor]:
+    if ctl is None:
+        return {v: e * ratio for v, e in eta0.items()}
+    scale = step_scale(ctl["rho"] / ratio, ctl["kappa"])
+    return {v: e * scale for v, e in eta0.items()}
+
+
+# ----------------------------------------------------------------------------
+# Blow-up guard: per-chain roll-back to the last good iterate with step halving (non-finite values included).
+
+
+@dataclass
+class Rollback:
+    """The last good iterate of every row, the round-start references and each row's step factor (1, ½, ¼, …)."""
+
+    good: dict[str, Tensor]
+    f0: Tensor | None           # [N] round-start data term (times σ_i², so σ annealing does not count as a blow-up)
+    h0: Tensor | None           # [N] round-start ‖h_k‖
+    backoff: Tensor             # [N] step factor of each row
+    halvings: Tensor            # [N] halvings so far
+    guard: BlowupGuard
+
+    @staticmethod
+    def at(it: Iterate, guard: BlowupGuard) -> Rollback:
+        n = it.z.shape[0]
+        h0 = None if it.h is None else it.h.detach().flatten(1).norm(dim=1)
+        return Rollback({k: p.detach().clone() for k, p in it.params().items()}, None, h0,
+                        torch.ones(n, device=it.z.device), torch.zeros(n, dtype=torch.long, device=it.z.device), guard)
+
+    def steps(self, eta: Mapping[str, float | Tensor]) -> dict[str, float | Tensor]:
+        """η of every variable times the row factors (unchanged numbers while no row was halved)."""
+        if bool((self.backoff == 1).all()):
+            return dict(eta)
+        return {n: e * self.backoff for n, e in eta.items()}
+
+    def _h_bad(self, h: Tensor | None) -> Tensor | None:
+        if h is None or self.h0 is None:
+            return None
+        return ~(h.detach().flatten(1).norm(dim=1) <= self.guard.h_factor * self.h0.clamp_min(1e-30))
+
+    @torch.no_grad()
+    def check(self, it: Iterate, before: dict[str, Tensor], f: Tensor, f_scale: float) -> tuple[Tensor, list[str]]:
+        """After a step from ``before`` (values f, in units where f·f_scale is σ-independent): rows whose pre-step
+        iterate blew up go back to their last good iterate; rows whose new iterate is non-finite or has a blown-up ‖h‖
+        go back to ``before``. Both halve their step. Returns (bad_pre [N] bool, reasons)."""
+        fs = f * f_scale
+        if self.f0 is None:
+            self.f0 = fs.clamp_min(1e-30)
+        bad_pre = ~(fs <= self.guard.data_factor * self.f0)                     # NaN/inf count as bad
+        reasons = [("non-finite data term" if not math.isfinite(float(fs[r])) else
+                    f"data term {float(fs[r] / f_scale):.3g} > {self.guard.data_factor:g} × its round-start "
+                    f"{float(self.f0[r] / f_scale):.3g}") for r in bad_pre.nonzero().flatten()[:1].tolist()]
+        hb = self._h_bad(before.get("h"))
+        if hb is not None and bool(hb.any()):
+            bad_pre |= hb
+            reasons.append(f"‖h‖ > {self.guard.h_factor:g} × its round-start norm")
+        params = it.params()
+        bad_post = torch.zeros_like(bad_pre)
+        for p in params.values():
+            bad_post |= ~torch.isfinite(p.detach().flatten(1)).all(1)
+        hn = self._h_bad(params.get("h"))
+        if hn is not None:
+            bad_post |= hn
+        if bool(bad_post.any()):
+            reasons.append("non-finite or blown-up iterate after the update")
+        ok = ~bad_pre
+        for n, p in params.items():
+            self.good[n][ok] = before[n][ok]                                      # verified: f(before) is fine
+            back = bad_pre | bad_post
+            p[back] = self.good[n][back]
+        bad = bad_pre | bad_post
+        self.backoff[bad] *= 0.5
+        self.halvings[bad] += 1
+        return bad_pre, reasons
+
+    def exhausted(self) -> bool:
+        return bool((self.halvings > self.guard.retries).any())
+
+    @torch.no_grad()
+    def restore_all(self, it: Iterate) -> None:
+        for n, p in it.params().items():
+            p.copy_(self.good[n])
+
+
+# ----------------------------------------------------------------------------
+# Reference mode: the original hybrid (Adam on f, then the hot-sampler move), through the shared round loop.
 
 
 def reference_after(problem: Problem, c: SGILOConfig, priors: Mapping, tau_h: float) -> Callable[[Iterate], None]:
+    r = c.reference
+
     def after(it: Iterate) -> None:
         with torch.no_grad():
             s = variable_scores(it, priors, c.t_h)
-            z = reference_step(it.z.detach(), s["z"], c.tau, c.t_h, c.range_z, c.noise_std, problem.gens,
+            z = reference_step(it.z.detach(), s["z"], r.tau, c.t_h, r.range_z, r.noise_std, problem.gens,
                                mask=active_rows(problem.synthesis, it.k, it.z))
             it.z.copy_(z)
             if it.h is not None and tau_h > 0 and s.get("h") is not None:
-                it.h.copy_(reference_step(it.h.detach(), s["h"], tau_h, c.t_h, c.range_h, c.noise_std_h, problem.gens))
+                it.h.copy_(reference_step(it.h.detach(), s["h"], tau_h, c.t_h, r.range_h, r.noise_std_h, problem.gens))
 
     return after
+
+
+def solve_reference(problem: Problem, start: Iterate, steps: tuple[int, ...], c: SGILOConfig, priors: Mapping):
+    r = c.reference
+    penalty = geocross_penalty(problem, c.geocross_weight)
+    radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
+    tau_h = list(r.tau_h) if r.tau_h is not None else [0.0] + [0.1] * (len(steps) - 1)
+
+    def make_step(it: Iterate, k: int):
+        cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])
+        return adam_step_factory(problem, it, steps[k], lambda i: r.lr, cons, penalty,
+                                 after=reference_after(problem, c, priors, tau_h[k]))
+
+    hint = f"lower the learning rate reference.lr (now {r.lr}) or reference.tau (now {r.tau})"
+    it, seconds, stopped = run_rounds(problem, start, steps, make_step, c.noise_lookahead, c.carry_skip,
+                                      "sgilo-reference", hint)
+    return it, seconds, stopped, {}
 
 
 # ----------------------------------------------------------------------------
@@ -268,32 +454,81 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     seeds — one seed per image: chain c of image b draws from the stream (seeds[b], c), whatever the batch;
     init — saved `Latents` to continue from (K·B rows, or B rows tiled over the chains; rounds < its k skipped).
     Shapes: y [B, ...]; returns samples [K, B, C, H, W], x_hat/std [B, C, H, W], z [K·B, L, D] (row c·B + b).
+    Diagnostics: 'nfe', 'stopped', 'final_data_term' [K][B], 'curvature' (per round), 'h_move' (per round k ≥ 1:
+    ‖h_k − head_k(z)‖ / ‖head_k(z)‖ at the round's end, 'mean' and per row 'rows' [K·B], 'start' = mean at its start),
+    'halvings' [K·B] (blow-up guard),
+    'sigma_schedule' (σ annealing), R̂/ESS of the last round's traces.
     """
     c, priors = config, dict(priors or {})
     problem = make_problem(y, operator, G, fit, c.chains, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
                            c.lpips_weight, seeds, c.precision)
     steps = check_steps(tuple(c.steps), problem.synthesis)
-    penalty = geocross_penalty(problem, c.geocross_weight)
-    radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
-    tau_h = list(c.tau_h) if c.tau_h is not None else [0.0] + [0.1] * (len(steps) - 1)
-    curvature: list[dict] = []
-
-    def make_step(it: Iterate, k: int):
-        cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])
-        if c.mode == "langevin":
-            return langevin_step_factory(problem, it, c, priors, cons, penalty, curvature)
-        return adam_step_factory(problem, it, steps[k], lambda i: c.lr, cons, penalty,
-                                 after=reference_after(problem, c, priors, tau_h[k]))
-
-    hint = (f"lower the step size eta (now {c.eta}{'' if c.eta_h is None else f', eta_h {c.eta_h}'})"
-            if c.mode == "langevin" else f"lower the learning rate lr (now {c.lr}) or tau (now {c.tau})")
     start = init_iterate(problem, c.init) if init is None else start_iterate(problem, init, len(steps))
-    it, seconds, stopped = run_rounds(problem, start, steps, make_step, c.noise_lookahead,
-                                      c.carry_skip, f"sgilo-{c.mode}", hint)
+    run = solve_reference if c.mode == "reference" else solve_langevin
+    it, seconds, stopped, extra = run(problem, start, steps, c, priors)
     tr = traces(problem)
     last = tr["round"] == (tr["round"].max() if len(tr["round"]) else 0)
     diag = summarize({"data": tr["data"][last], "pixels": tr["pixels"][last]}) if last.any() else {}
-    diag.update({"stopped": stopped, "sigma_eff": problem.fidelity.sigma, "priors": sorted(priors),
-                 "curvature": curvature or None,
+    diag.update({"stopped": stopped, "priors": sorted(priors), "curvature": None, "h_move": None, **extra,
                  "warning": warn_if_unmixed(diag) if diag else None})
     return sampler_result(problem, it, c, seconds, diag)
+
+
+# ----------------------------------------------------------------------------
+# Langevin mode: rounds k (ILO's intermediate layers) × steps i of Eq. 5.
+
+
+def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGILOConfig, priors: Mapping):
+    penalty = geocross_penalty(problem, c.geocross_weight)               # optional GeoCross (0 by default)
+    radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
+    sigma0, sigma_y = problem.fidelity.sigma, float(problem.fidelity.operator.sigma)
+    seconds, curvature, moves, stopped, sigmas = [], [], [], None, None
+    halvings = torch.zeros(it.z.shape[0], dtype=torch.long)
+    for k, n in enumerate(steps):
+        if k < it.k:                                                      # continuation: layers < k0 are in h_k0
+            continue
+        t0 = time.perf_counter()
+        # Round k: advance the previous state to layer k (exact split), so h_k = head_k(z) unless h moved before.
+        it = begin_round(problem, it, k, c.noise_lookahead, c.carry_skip)
+        cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])   # Π at round-start radii (ILO)
+        move0 = h_move(problem, it)                                       # h_k's departure from head_k(z) so far
+        times = geometric(*c.t_schedule, n) if c.t_schedule else [c.t_h] * n   # annealed Langevin (Song & Ermon)
+        last_round = k == len(steps) - 1
+        sigmas = geometric(sigma0, sigma_y, n) if (c.sigma_anneal and last_round and 0 < sigma_y < sigma0) else None
+        eta0, ctl = step_sizes(it, c), None                              # η_v
+        eta = eta0
+        if c.curvature is not None:                                       # η_v ← η_v · min(1, κ/ρ) per chain (ours)
+            ctl = curvature_control(problem, it, eta0, c, priors, t=min(times))
+            eta = {v: e * ctl["scale"] for v, e in eta0.items()}
+            curvature.append({"k": k, "kappa": ctl["kappa"], "rho": ctl["rho"].tolist(),
+                              "scale": ctl["scale"].tolist()})
+        guard = Rollback.at(it, c.guard)
+        for i in tqdm(range(n), desc=f"sgilo round k={k}", disable=not problem.progress, leave=False):
+            if sigmas is not None:                                        # likelihood at σ_i, steps for its curvature
+                problem.fidelity.sigma = sigmas[i]
+                eta = annealed_steps(eta0, ctl, (sigmas[i] / sigma0) ** 2)
+            eta_i = guard.steps(eta)
+            before = {v: p.detach().clone() for v, p in it.params().items()}
+            x, f = sgilo_step(problem, it, eta_i, priors, c, t=times[i], penalty=penalty, constraints=cons)  # Eq. 5
+            bad, reasons = guard.check(it, before, f, problem.fidelity.sigma ** 2)
+            if not bool(bad.any()):
+                record_step(problem, k, x, f)
+            if guard.exhausted():
+                guard.restore_all(it)
+                stopped = (f"blow-up in round k={k} at step {i} ({'; '.join(reasons)}): a chain blew up again after "
+                           f"{c.guard.retries} roll-backs with its step halved each time; stopped with the last good "
+                           f"iterate of every chain; lower the step size eta (now {c.eta}"
+                           f"{'' if c.eta_h is None else f', eta_h {c.eta_h}'})")
+                problem.note(stopped)
+                break
+        halvings += guard.halvings.cpu()
+        move = h_move(problem, it)                                        # ‖h_k − head_k(z)‖ / ‖head_k(z)‖
+        if move is not None:
+            moves.append({"k": k, "mean": float(move.mean()), "rows": move.tolist(), "start": float(move0.mean())})
+        seconds.append(time.perf_counter() - t0)
+        if stopped:
+            break
+    extra = {"curvature": curvature or None, "h_move": moves or None,
+             "halvings": halvings.tolist(),
+             "sigma_schedule": None if sigmas is None else [sigmas[0], sigmas[-1]]}
+    return it, seconds, stopped, extra

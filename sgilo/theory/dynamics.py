@@ -8,7 +8,7 @@ for f(z) = ½‖A G(z) − A G(z*)‖². The baselines are plain gradient descen
 Huang, Hand, Heckel & Voroninski (2018, Alg. 1), which before each step replaces z by −z when f(−z) < f(z)
 ("negation check"), to leave the basin of the spurious critical point −ρ_d z*.
 
-The talk-slide helper described in reference-algorithm.md §6 drew its noise as ``np.random.normal(x0.shape)`` (the
+The talk-slide helper ``sgilo:presentations/derivative_proxy.py`` drew its noise as ``np.random.normal(x0.shape)`` (the
 shape used as the *mean*: one sample of mean 2 broadcast to all coordinates); here ξ is a standard normal vector per
 chain and coordinate.
 

@@ -1,13 +1,13 @@
 """Experiments `field` and `escape` for the theory of Daras et al., "Score-Guided Intermediate Layer Optimization"
-(ICML 2022), in the random-generator setting of Hand & Voroninski (COLT 2018); shared I/O and the `run_theory` entry.
+(ICML 2022), in the random-generator setting of Hand & Voroninski (COLT 2018), and the `run_theory` entry.
 
 Each experiment is a function of a frozen config that writes ``NAME.json`` and ``NAME.png`` atomically into ``out``
-and returns the JSON dict. `mixing` and `concentration` live in `sgilo.theory.stationary`.
+and returns the JSON dict (`sgilo.theory.results.save_result`). `mixing` and `concentration` live in
+`sgilo.theory.stationary`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,36 +17,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
 
-from sgilo.checkpoints import atomic_write, atomic_write_text  # noqa: E402
 from sgilo.theory.dynamics import run_chains, seed_generators  # noqa: E402
 from sgilo.theory.generators import (ReLUGeneratorConfig, expansive_widths, num_measurements,  # noqa: E402
-                                     sample_problems, with_z_star)
+                                     random_directions, sample_problems, with_z_star)
 from sgilo.theory.quantities import expected_gradient, rho_d  # noqa: E402
-
-
-# ----------------------------------------------------------------------------
-# Write the JSON result and the figure of one experiment atomically.
-
-
-def save_result(out: str | Path, name: str, result: dict, fig: plt.Figure) -> dict:
-    """Write ``out/name.json`` and ``out/name.png`` (small, 80 dpi) and close ``fig``."""
-    out = Path(out)
-    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
-    atomic_write(out / f"{name}.png", lambda p: fig.savefig(p, format="png", dpi=80, bbox_inches="tight"))
-    plt.close(fig)
-    return result
-
-
-# ----------------------------------------------------------------------------
-# Random unit directions [S, C, k] from one generator.
-
-
-def random_directions(S: int, C: int, k: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
-    """Uniform directions on the unit sphere of R^k, shape [S, C, k]."""
-    u = torch.randn(S, C, k, generator=generator, dtype=torch.float64)
-    return (u / u.norm(dim=-1, keepdim=True)).to(dtype)
+from sgilo.theory.results import save_result  # noqa: E402
+from sgilo.theory.stationary import ConcentrationConfig, MixingConfig, run_concentration, run_mixing  # noqa: E402
 
 
 # ----------------------------------------------------------------------------
@@ -183,7 +160,6 @@ def run_escape(cfg: EscapeConfig, out: str | Path) -> dict:
 
 def quick_configs(seed: int = 0) -> dict[str, object]:
     """Small versions of every experiment's config (seconds each)."""
-    from sgilo.theory.stationary import ConcentrationConfig, MixingConfig
     return {"field": FieldConfig(widths=(64, 256), m=64, grid=13, seed=seed),
             "escape": EscapeConfig(depths=(2,), ks_by_depth=((2,),), min_width=(32,), n_seeds=20, steps=150,
                                    seed=seed),
@@ -198,7 +174,6 @@ def quick_configs(seed: int = 0) -> dict[str, object]:
 
 def run_theory(name: str, out: str | Path, quick: bool = False, seed: int = 0) -> dict[str, dict]:
     """Run one experiment (or ``all``) with the paper-scale or ``quick`` configs; returns {name: result}."""
-    from sgilo.theory.stationary import ConcentrationConfig, MixingConfig, run_concentration, run_mixing
     runners = {"field": run_field, "escape": run_escape, "mixing": run_mixing, "concentration": run_concentration}
     full = {"field": FieldConfig(), "escape": EscapeConfig(), "mixing": MixingConfig(),
             "concentration": ConcentrationConfig()}

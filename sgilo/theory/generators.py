@@ -176,3 +176,13 @@ def with_z_star(problem: RandomReLUProblem, z_star: Tensor) -> RandomReLUProblem
     x, _ = problem.forward(z_star[:, None, :])  # [S, 1, n_d]
     y = (x @ problem.A.transpose(-1, -2))[:, 0, :]  # [S, m]
     return RandomReLUProblem(weights=problem.weights, A=problem.A, z_star=z_star, y=y)
+
+
+# ----------------------------------------------------------------------------
+# Random unit directions [S, C, k] from one generator.
+
+
+def random_directions(S: int, C: int, k: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
+    """Uniform directions on the unit sphere of R^k, shape [S, C, k]."""
+    u = torch.randn(S, C, k, generator=generator, dtype=torch.float64)
+    return (u / u.norm(dim=-1, keepdim=True)).to(dtype)

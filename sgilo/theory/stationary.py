@@ -18,10 +18,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sgilo.theory.dynamics import run_chains, seed_generators  # noqa: E402
-from sgilo.theory.experiments import random_directions, save_result  # noqa: E402
 from sgilo.theory.generators import (ReLUGeneratorConfig, expansive_widths, num_measurements,  # noqa: E402
-                                     sample_problems)
+                                     random_directions, sample_problems)
 from sgilo.theory.quantities import quadratic_msd, rho_d, w1_empirical  # noqa: E402
+from sgilo.theory.results import save_result  # noqa: E402
 
 
 # ----------------------------------------------------------------------------

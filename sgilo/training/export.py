@@ -1,8 +1,8 @@
 """Export a training run's EMA generator to our format and measure it (SWD against held-out images).
 
-The exported model carries its Gaussianised-w+ fit (μ, σ; reference §1.4) so ILO/SGILO can use it directly. The SWD
-table compares generated images with the ``test`` split next to two references measured the same way: real ``train``
-images (the floor: what a perfect generator would score) and the untrained generator (the ceiling).
+The exported model carries its Gaussianised-w+ fit (μ, σ; MappingProxy of ``sgilo:utils.py``) so ILO/SGILO can use
+it directly. The SWD table compares generated images with the ``test`` split next to two references measured the same
+way: real ``train`` images (the floor: what a perfect generator would score) and the untrained generator (the ceiling).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Latent data sets for SGILO's score priors (Daras et al., ICML 2022, §4; reference-algorithm §3.4).
+"""Latent data sets for SGILO's score priors (Daras et al., ICML 2022; original: ``sgilo:dataloaders.py``).
 
 Two kinds, each stored as the pair (z [N, L, D], h_k [N, C, r, r]) for one split layer k (h omitted when k = 0):
 
 * ``synthetic``: z ~ N(0, I)^{L×D}, w+ = GaussianizedW(z), h_k = head_k(w+) with the generator's constant noise — the
-  reference's ``syn_`` networks (§3.4).
+  original code's ``syn_`` networks (docs/original-code.md#score-training-data-and-normalisation).
 * ``inverted``: ILO inversions (Daras et al. 2021) of real training images (denoising operator A = I, noiseless), z
   and h_k taken from the solver's final state — the reference's main networks (CSGM/ILO inversions of FFHQ).
 

@@ -1,10 +1,11 @@
-"""Training SGILO's latent score priors (Daras et al., ICML 2022, §4) by continuous-time denoising score matching on
+"""Training SGILO's latent score priors (Daras et al., ICML 2022) by continuous-time denoising score matching on
 the VP-SDE (Song et al., ICLR 2021, Eq. 7; `sgilo.priors.losses.dsm_loss`).
 
 One sectioned loop (EDM `training_loop` style): data + normalisation statistics, network + EMA + AdamW, steps with
 per-step seeded randomness (a resumed run continues exactly as an uninterrupted one), atomic checkpoints every N steps
 or minutes, `torchrun` data parallelism, and a final export of the EMA network with `save_prior` plus a loss curve.
-The reference's training script is not public (reference-algorithm §3.3): optimiser, EMA and schedule are ours.
+The original training script is not public (docs/original-code.md#score-training-objective): optimiser, EMA and
+schedule are ours.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sgilo.checkpoints import atomic_torch_save, atomic_write, atomic_write_text, torch_load_safe
 from sgilo.priors import VPSDE, LatentPrior, LatentScaler, LatentScoreNet, ScoreNetConfig, dsm_loss, save_prior
+from sgilo.priors.score import gaussian_skip_eps
 from sgilo.training.ddp import barrier, init_from_env
 from sgilo.training.latents import load_latents
 
@@ -31,7 +34,7 @@ _ARCH_FIELDS = ("target", "d_model", "depth", "heads", "mlp_ratio", "patch", "sc
 
 
 # ----------------------------------------------------------------------------
-# Training hyper-parameters (ours: the reference's are unknown, §3.3).
+# Training hyper-parameters (ours: the original's are unknown, docs/original-code.md#score-training-objective).
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class ScoreTrainConfig:
     eps: float = 1e-3                   # t ~ U(eps, 1) (reference config eps 1e-3).
     likelihood_weighting: bool = False  # λ(t) = β(t) (Song et al. 2021b) instead of the ε-loss.
     t_sampling: str = "mixed"           # 'uniform' (Song) or 'mixed' (½ log-uniform: more small-t samples; ours).
-    gaussian_skip: bool = True          # ε̂ = σ(t)·u + net (ours; keeps the reverse SDE stable, score_net.py).
+    gaussian_skip: bool = True          # ε̂ = σ(t)·u + net (ours; keeps the reverse SDE stable, priors/score.py).
     d_model: int = 128                  # Score network width.
     depth: int = 4                      # Transformer blocks.
     heads: int = 4                      # Attention heads.
@@ -113,8 +116,7 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     # Step 2: network, EMA, optimiser, optional resume.
     torch.manual_seed(cfg.seed)
     net_cfg = ScoreNetConfig(kind=cfg.target, latent_shape=tuple(data.shape[1:]), d_model=cfg.d_model,
-                             depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, patch=cfg.patch,
-                             gaussian_skip=cfg.gaussian_skip, beta_min=cfg.beta_min, beta_max=cfg.beta_max)
+                             depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, patch=cfg.patch)
     net = LatentScoreNet(net_cfg).to(device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -131,7 +133,10 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
         state = {"step": ck["step"], "seconds": ck["seconds"], "losses": [tuple(x) for x in ck["losses"]]}
         if rank == 0:
             log.info("resumed %s at step %d", ckpt_path, state["step"])
-    model = DistributedDataParallel(net) if world > 1 else net                    # ε_θ(u_t, t), t [B] float32
+    model = DistributedDataParallel(net) if world > 1 else net                    # F_θ(u_t, t), t [B] float32
+
+    def eps_fn(u: Tensor, t: Tensor) -> Tensor:                                   # ε̂ exactly as LatentPrior.eps
+        return model(u, t) + gaussian_skip_eps(sde, u, t) if cfg.gaussian_skip else model(u, t)
 
     def save_checkpoint() -> None:
         if rank == 0:
@@ -148,7 +153,7 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
         step = state["step"]
         gen = torch.Generator(device=device).manual_seed((cfg.seed * 1_000_003 + step) * 64 + rank)
         idx = torch.randint(0, u_all.shape[0], (local_batch,), generator=gen, device=device)
-        loss = dsm_loss(model, sde, u_all[idx], cfg.eps, cfg.likelihood_weighting, generator=gen,
+        loss = dsm_loss(eps_fn, sde, u_all[idx], cfg.eps, cfg.likelihood_weighting, generator=gen,
                         t_sampling=cfg.t_sampling)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, cfg)
@@ -176,7 +181,7 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     save_checkpoint()
     stem = out / "prior"
     if rank == 0:
-        prior = LatentPrior(ema, sde, scaler, layer).cpu()
+        prior = LatentPrior(ema, sde, scaler, layer, gaussian_skip=cfg.gaussian_skip).cpu()
         summary = {"steps": state["step"], "seconds": round(state["seconds"], 1), "n_latents": int(data.shape[0]),
                    "data": manifest["params"], "final_loss": state["losses"][-1][1] if state["losses"] else None,
                    "parameters": net.num_parameters(), "processes": world, "config": asdict(cfg)}

@@ -1,4 +1,6 @@
-"""Image I/O for SGILO (Daras et al., ICML 2022): PNG/JPEG ↔ tensors in [-1, 1], masks, grids, measurement previews.
+"""Image I/O for SGILO (Daras et al., ICML 2022): PNG/JPEG ↔ tensors in [-1, 1], masks, grids.
+
+(Measurement previews are `LinearOperator.to_image`: each operator knows how to show its own measurement.)
 
 Conventions: images are float tensors in [-1, 1] (−1 = black, 1 = white). Saving always maps the FIXED range
 [-1, 1] → [0, 255] (values outside are clipped) — never a per-image min–max stretch, which would hide the brightness
@@ -138,34 +140,3 @@ def save_image_grid(x: Tensor, path: str | os.PathLike, nrow: int | None = None,
         top, left = pad + r * (H + pad), pad + c * (W + pad)
         grid[:, top:top + H, left:left + W] = x[i].clamp(-1, 1)
     save_image(grid, path)
-
-
-# ----------------------------------------------------------------------------
-# Render a measurement as an image [B, 3, H, W] in [-1, 1] for figures.
-
-
-def measurement_to_image(operator, y: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
-    """Inpainting: observed pixels, missing ones mid-grey. Super-resolution: nearest-neighbour upsampling.
-    Colorization: the luma replicated. Image-shaped y (denoise, deblur): y itself. Anything else (vector
-    measurements): A†y min–max normalised per image — the one place a stretch is used, since A†y has no natural range.
-
-    Shapes: y [B, ...] → [B, 3, H, W] (1-channel results are replicated to 3).
-    """
-    from sgilo.operators.inpainting import Inpainting
-    from sgilo.operators.resampling import SuperResolution
-
-    C, H, W = image_shape
-    if isinstance(operator, Inpainting):
-        img = torch.where(operator.mask.to(y.dtype) > 0, y, torch.zeros_like(y))
-    elif isinstance(operator, SuperResolution):
-        img = y.repeat_interleave(operator.factor, dim=-2).repeat_interleave(operator.factor, dim=-1)
-    elif y.ndim == 4 and tuple(y.shape[-2:]) == (H, W):
-        img = y
-    else:
-        img = operator.A_dagger(y)
-        lo = img.flatten(1).min(1).values.reshape(-1, 1, 1, 1)
-        hi = img.flatten(1).max(1).values.reshape(-1, 1, 1, 1)
-        img = (img - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1
-    if img.shape[1] == 1:
-        img = img.expand(-1, 3, -1, -1)
-    return img.clamp(-1, 1)  # [B, 3, H, W]

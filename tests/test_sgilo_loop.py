@@ -1,0 +1,194 @@
+"""SGILO's explicit loop (Daras et al., ICML 2022, Eq. 5) and the solver bookkeeping of issue 16: NFE counts of every
+solver, the blow-up guard, how far h_k moves, the annealed score time and the σ annealing of the data term."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+import torch
+
+from conftest import MaskOperator, masked_problem
+from sgilo.solvers import csgm, ilo, sgilo
+from sgilo.solvers.configs import replace_nested
+from sgilo.solvers.rounds import begin_round, h_move, init_iterate, make_problem
+
+
+@pytest.fixture
+def setup(tiny_generator):
+    fit, op, y, x = masked_problem(tiny_generator)
+    return tiny_generator, fit, op, y, x
+
+
+# ----------------------------------------------------------------------------
+# NFE = generator-tail row evaluations / B (sgilo.solvers.rounds): the closed forms of each solver.
+
+
+def test_nfe_counts_match_the_formulas(setup):
+    G, fit, op, y, _ = setup
+    r = csgm.solve(y, op, G, fit, config=csgm.CSGMConfig(steps=2, restarts=3))
+    assert r.diagnostics["nfe"] == 3 * (2 + 1)                             # R (steps + final render)
+    r = ilo.solve(y, op, G, fit, config=ilo.ILOConfig(steps=(2, 1, 1)))
+    assert r.diagnostics["nfe"] == 2 + 1 + 1 + 1
+    base = sgilo.SGILOConfig(steps=(2, 1), chains=2, eta=1e-6)
+    r = sgilo.solve(y, op, G, fit, config=base)
+    assert r.diagnostics["nfe"] == 2 * (2 + 1 + 1)                         # K (Σ steps + final)
+    assert len(r.diagnostics["final_data_term"]) == 2 and len(r.diagnostics["final_data_term"][0]) == 2
+    iters = 2
+    r = sgilo.solve(y, op, G, fit, config=replace(base, curvature=sgilo.CurvatureControl(iters=iters)))
+    assert r.diagnostics["nfe"] == 2 * (2 + 1 + 1) + 2 * 2 * (2 * iters + 1)   # + K (2 iters + 1) per round
+    r = sgilo.solve(y, op, G, fit, config=replace(base, mode="reference"))
+    assert r.diagnostics["nfe"] == 2 * (2 + 1 + 1)
+
+
+# ----------------------------------------------------------------------------
+# Blow-up guard: a step far too large rolls back, halves the step of the chain, then stops with one line; finite result.
+
+
+def test_blowup_guard_rolls_back_halves_and_stops(setup, caplog):
+    G, fit, op, y, _ = setup
+    cfg = sgilo.SGILOConfig(steps=(6, 6), chains=2, eta=1e-6, eta_h=1e3, seed=1,
+                            guard=sgilo.BlowupGuard(retries=2))
+    with caplog.at_level(logging.WARNING, logger="sgilo"):
+        r = sgilo.solve(y, op, G, fit, config=cfg)
+    msg = r.diagnostics["stopped"]
+    assert msg is not None and "blow-up in round k=1" in msg and "after 2 roll-backs with its step halved" in msg
+    assert "eta_h" in msg and msg in caplog.text and "\n" not in msg
+    assert torch.isfinite(r.samples).all() and float(r.samples.abs().max()) < 1e3
+    assert max(r.diagnostics["halvings"]) == 3
+
+
+def test_blowup_guard_catches_a_finite_blowup(setup):
+    G, fit, op, y, _ = setup
+    problem = make_problem(y, op, G, fit, 1, 0, 0.05, None, False)
+    it = begin_round(problem, init_iterate(problem), 1, 0)
+    rb = sgilo.Rollback.at(it, sgilo.BlowupGuard(data_factor=10.0, retries=5))
+    before = {n: p.detach().clone() for n, p in it.params().items()}
+    bad, _ = rb.check(it, before, torch.tensor([1.0, 2.0]), 1.0)                    # sets the round-start f
+    assert not bad.any()
+    with torch.no_grad():
+        it.h.mul_(2.0)                                                             # a finite move, kept
+    before = {n: p.detach().clone() for n, p in it.params().items()}
+    bad, why = rb.check(it, before, torch.tensor([5.0, 100.0]), 1.0)                # row 1: 50× its start
+    assert bad.tolist() == [False, True] and "data term 100 > 10" in why[0]
+    assert rb.backoff.tolist() == [1.0, 0.5] and rb.steps({"z": 2.0})["z"].tolist() == [2.0, 1.0]
+    assert torch.equal(it.h[1], rb.good["h"][1]) and not torch.equal(it.h[1], before["h"][1])
+
+
+# ----------------------------------------------------------------------------
+# h_move = ‖h_k − head_k(z)‖ / ‖head_k(z)‖: 0 at the start of round 1, ≈ 0 when h barely moves, > 0 when it moves.
+
+
+def test_h_move(setup):
+    G, fit, op, y, _ = setup
+    problem = make_problem(y, op, G, fit, 1, 0, 0.05, None, False)
+    it = begin_round(problem, init_iterate(problem), 1, 0)
+    assert h_move(problem, it).abs().max() < 1e-6 and h_move(problem, init_iterate(problem)) is None
+    still = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(steps=(2, 4), chains=2, eta=1e-6, eta_h=1e-30))
+    moved = sgilo.solve(y, op, G, fit, config=sgilo.SGILOConfig(steps=(2, 4), chains=2, eta=1e-6, eta_h=1e-4))
+    s, m = still.diagnostics["h_move"], moved.diagnostics["h_move"]
+    assert [d["k"] for d in s] == [1] and len(s[0]["rows"]) == 4
+    assert s[0]["mean"] < 1e-5 and m[0]["mean"] > 1e-3 and m[0]["start"] < 1e-6
+
+
+# ----------------------------------------------------------------------------
+# Annealed score time: the prior is called at t_max … t_min (geometric) within each round; default t_h throughout.
+
+
+class RecordingPrior:
+    def __init__(self, shape):
+        self.latent_shape, self.times = tuple(shape), []
+
+    def score(self, x, t):
+        self.times.append(float(t[0]))
+        return -x
+
+
+def test_t_schedule_is_geometric_within_each_round(setup):
+    G, fit, op, y, _ = setup
+    p = RecordingPrior((G.synthesis.num_ws, G.synthesis.w_dim))
+    sgilo.solve(y, op, G, fit, priors={"z": p}, config=sgilo.SGILOConfig(steps=(3, 3), chains=1, eta=1e-6,
+                                                                          t_schedule=(0.4, 0.1)))
+    assert p.times == pytest.approx([0.4, 0.2, 0.1] * 2)
+    p.times.clear()
+    sgilo.solve(y, op, G, fit, priors={"z": p}, config=sgilo.SGILOConfig(steps=(2,), chains=1, eta=1e-6))
+    assert p.times == pytest.approx([0.01, 0.01])
+    for bad in ((0.1, 0.4), (0.5,), (2.0, 0.1)):
+        with pytest.raises(ValueError, match="t_schedule"):
+            sgilo.SGILOConfig(t_schedule=bad)
+
+
+# ----------------------------------------------------------------------------
+# σ annealing: σ goes from σ_eff = σ_min to the operator's σ over the last round; the steps scale by σ_i²/σ_0².
+
+
+def test_sigma_anneal_reaches_the_operator_noise(setup):
+    G, fit, _, _, x = setup
+    op = MaskOperator((torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(2)) < 0.3).float(), sigma=0.01)
+    y = op.measure(x, generator=torch.Generator().manual_seed(3))
+    cfg = sgilo.SGILOConfig(steps=(2, 5), chains=1, eta=1e-6, sigma_anneal=True)
+    r = sgilo.solve(y, op, G, fit, config=cfg)
+    assert r.diagnostics["sigma_schedule"] == pytest.approx([0.05, 0.01])
+    assert r.diagnostics["sigma_eff"] == pytest.approx(0.01)
+    plain = sgilo.solve(y, op, G, fit, config=replace(cfg, sigma_anneal=False))
+    assert plain.diagnostics["sigma_schedule"] is None and plain.diagnostics["sigma_eff"] == pytest.approx(0.05)
+    torch.testing.assert_close(r.traces["data"][:3], plain.traces["data"][:3])    # round 0 and step 0 of round 1
+    assert not torch.allclose(r.traces["data"][3:], plain.traces["data"][3:])
+
+
+# ----------------------------------------------------------------------------
+# One public step function: sgilo_step moves every variable of the round once and returns (image, f) before the move.
+
+
+def test_sgilo_step_is_one_langevin_step(setup):
+    G, fit, op, y, _ = setup
+    c = sgilo.SGILOConfig(chains=2, steps=(1, 1), eta=1e-6)
+    problem = make_problem(y, op, G, fit, 2, 0, 0.05, None, False)
+    it = begin_round(problem, init_iterate(problem), 1, 0)
+    before = {n: p.detach().clone() for n, p in it.params().items()}
+    parts = []
+    x, f = sgilo.sgilo_step(problem, it, sgilo.step_sizes(it, c), {}, c, timer=parts.append)
+    assert parts == ["generator", "score", "update"] and x.shape == (4, 3, 32, 32) and f.shape == (4,)
+    assert all(not torch.equal(before[n], p.detach()) for n, p in it.params().items())
+    assert problem.nfe == 2
+
+
+def test_replace_nested():
+    c = replace_nested(sgilo.SGILOConfig(curvature=sgilo.CurvatureControl()),
+                       {"eta": 1e-3, "curvature.kappa_z": 10.0, "reference.lr": 0.01})
+    assert c.eta == 1e-3 and c.curvature.kappa_z == 10.0 and c.curvature.kappa_h == 1.0 and c.reference.lr == 0.01
+    with pytest.raises(ValueError, match="unknown option 'kappa_z'"):
+        replace_nested(c, {"kappa_z": 1.0})
+    with pytest.raises(ValueError, match="no sub-options"):
+        replace_nested(sgilo.SGILOConfig(), {"curvature.kappa_z": 1.0})
+
+
+def test_annealed_steps_follow_the_data_curvature():
+    eta0 = {"z": 1e-3, "h": 1e-4}
+    assert sgilo.annealed_steps(eta0, None, 0.04) == pytest.approx({"z": 4e-5, "h": 4e-6})
+    ctl = {"rho": torch.tensor([0.01, 0.5, 4.0]), "kappa": 1.0}
+    same = sgilo.annealed_steps(eta0, ctl, 1.0)
+    torch.testing.assert_close(same["z"], 1e-3 * torch.tensor([1.0, 1.0, 0.25]))      # min(1, κ/ρ) at ratio 1
+    low = sgilo.annealed_steps(eta0, ctl, 0.04)                                        # ρ / 0.04 = 0.25, 12.5, 100
+    torch.testing.assert_close(low["h"], 1e-4 * torch.tensor([1.0, 0.08, 0.01]))
+
+
+def test_fit_on_the_fly_is_one_logged_line_in_the_diagnostics(setup, caplog, monkeypatch):
+    import sgilo.solvers.rounds as rounds
+    from sgilo.solvers.rounds import FIT_ON_THE_FLY
+    G, fit, op, y, _ = setup
+    monkeypatch.setattr(rounds, "fit_gaussianized_w", lambda mapping, n, generator: fit)   # the 100 000-sample fit
+    with caplog.at_level(logging.WARNING, logger="sgilo"):
+        r = sgilo.solve(y, op, G, None, config=sgilo.SGILOConfig(steps=(1,), chains=1, eta=1e-6))
+    assert r.diagnostics["notes"] == [FIT_ON_THE_FLY] and caplog.text.count(FIT_ON_THE_FLY) == 1
+
+
+def test_tune_grid_names_nested_options():
+    from sgilo.bench.tune import grid_points
+    base = sgilo.SGILOConfig(curvature=sgilo.CurvatureControl())
+    points = grid_points({"curvature.kappa_z": [10.0, 100.0], "t_schedule": [[0.1, 0.01]]}, base)
+    assert [replace_nested(base, p).curvature.kappa_z for p in points] == [10.0, 100.0]
+    assert replace_nested(base, points[0]).t_schedule == (0.1, 0.01)
+    with pytest.raises(ValueError, match="kappa_z"):
+        grid_points({"kappa_z": [1.0]}, base)
