@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 INSTALLED := $(VENV)/.sgilo-installed
 TEST_INSTALLED := $(VENV)/.sgilo-test-installed
 
-.PHONY: demo test test-slow venv install clean
+.PHONY: demo test test-slow test-app venv install clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,15 @@ test: venv $(TEST_INSTALLED)
 
 test-slow: venv $(TEST_INSTALLED)
 	$(VPY) -m pytest -q -m slow
+
+# The web page (`sgilo serve`) in a real headless browser: the `app` extra (Gradio) plus Debian's chromium and
+# chromium-driver (installed when apt-get is available and they are missing); the test skips itself without them.
+test-app: venv $(TEST_INSTALLED)
+	$(VPY) -m pip install -q -e ".[test,app]"
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		{ command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || \
+		echo "chromium not installed: the browser test will be skipped"
+	$(VPY) -m pytest -q -m slow tests/test_serve.py
 
 clean:
 	rm -rf demo_out .pytest_cache

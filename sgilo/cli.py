@@ -134,7 +134,9 @@ def bench_cmd(data, split, tasks, solvers, n_images, seeds, out, quick, preset, 
 @click.option("--quick", is_flag=True, help="B in {1, 8}, K in {1, 4}, 2 timed steps: about 1-2 minutes on a CPU.")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.option("--steps", default=None, type=int, help="Timed steps per setting [default: 5, quick 2].")
-def bench_speed_cmd(out, quick, device, steps):
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch intra-op threads for the run [default: torch's]; 1 on a shared or busy CPU.")
+def bench_speed_cmd(out, quick, device, steps, threads):
     """Seconds per SGILO step (generator / score / other), FLOP/s against a conv peak measured in the same run,
     fp32 vs bf16, naive/ours. Example: sgilo bench-speed --quick --out runs/speed"""
     import dataclasses
@@ -144,6 +146,7 @@ def bench_speed_cmd(out, quick, device, steps):
     from sgilo.bench.speed import QUICK, SpeedConfig, run_speed
     cfg = QUICK if quick else SpeedConfig()
     cfg = dataclasses.replace(cfg, steps=steps) if steps else cfg
+    cfg = dataclasses.replace(cfg, threads=threads) if threads else cfg
     rep = run_speed(cfg, out, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     click.echo(f"{rep['generator']}\n" + "\n".join(f"{k}: {v:.3f}" for k, v in rep["headline"].items()))
 

@@ -261,6 +261,70 @@ def test_demo_line_says_what_the_numbers_are():
     assert "PSNR of the reconstruction" in summary_line("x", "CSGM", ["a"], [{"psnr": 15.4}])
 
 
+def _calibration_file(path, chains: int):
+    from sgilo.metrics.conformal import FORMAT, VERSION
+    path.write_text(json.dumps({"format": FORMAT, "version": VERSION, "config": {"chains": chains},
+                                "tasks": {"inpaint-random-10": {"levels": {"0.5": {"scale": 1.1},
+                                                                           "0.9": {"scale": 2.0}}}}}))
+    return path
+
+
+def test_demo_intervals_calibrated_or_one_uncalibrated_line(tmp_path, monkeypatch, caplog):
+    import logging
+    from dataclasses import replace as dc_replace
+
+    import sgilo.metrics.conformal as conformal
+    from sgilo.app.demo import interval_metrics
+    from sgilo.solvers.sgilo import SGILOConfig
+    g = torch.Generator().manual_seed(0)
+    samples, truth = torch.randn(3, 2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    params, cfg = {"observed": 0.1, "sigma": 0.0}, dc_replace(SGILOConfig(), chains=3)
+    # No calibration file at the bundled location: raw numbers, one INFO line however often asked.
+    monkeypatch.setattr(conformal, "calibration_path", lambda name="utkface64": tmp_path / "none.json")
+    said: set = set()
+    with caplog.at_level(logging.INFO, logger="sgilo"):
+        for _ in range(2):
+            iv = interval_metrics(samples, truth, "inpaint-random", params, cfg, "default", said)
+    assert [r.message for r in caplog.records].count(next(iter(said))) == 1 and "uncalibrated" in next(iter(said))
+    assert iv["interval90"] == {"task_preset": "inpaint-random-10", "calibrated": False, "scale": 1.0,
+                                "mean_width": [m["width90"] for m in iv["metrics"]]}
+    assert "coverage90_cal" not in iv["metrics"][0]
+    # With a calibration: calibrated coverage ≥ raw (λ = 2 > 1) and a line because it was fitted with 4 chains, not 3.
+    cal = _calibration_file(tmp_path / "cal.json", chains=4)
+    monkeypatch.setattr(conformal, "calibration_path", lambda name="utkface64": cal)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sgilo"):
+        iv = interval_metrics(samples, truth, "inpaint-random", params, cfg, "default", set())
+    assert len(caplog.records) == 1 and "fitted with other SGILO settings" in caplog.records[0].message
+    m = iv["metrics"][0]
+    assert iv["interval90"]["calibrated"] and iv["interval90"]["scale"] == 2.0
+    assert m["coverage90_cal"] >= m["coverage90"]
+    # Another generator than the bundled one: never calibrated.
+    iv = interval_metrics(samples, truth, "inpaint-random", params, cfg, "a random stand-in generator", set())
+    assert not iv["interval90"]["calibrated"]
+
+
+def test_run_demo_reports_intervals(tmp_path, monkeypatch, tiny_generator):
+    import sgilo.app.demo as demo
+    from sgilo.generator import fit_gaussianized_w
+    from sgilo.solvers.csgm import CSGMConfig
+    from sgilo.solvers.ilo import ILOConfig
+    from sgilo.solvers.sgilo import SGILOConfig
+    fit = fit_gaussianized_w(tiny_generator.mapping, 500, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(demo, "bundled_available", lambda: False)
+    monkeypatch.setattr(demo, "demo_models", lambda seed=0: (tiny_generator, fit, {}))
+    monkeypatch.setattr(demo, "demo_solvers", lambda preset, seed, progress: {
+        "CSGM": ("csgm", CSGMConfig(steps=2, restarts=1, progress=False)),
+        "ILO": ("ilo", ILOConfig(steps=(1, 1), progress=False)),
+        "SGILO": ("sgilo", SGILOConfig(steps=(2, 1), chains=2, eta=1e-6, progress=False))})
+    rep = demo.run_demo(tmp_path / "demo", echo=lambda line: None)
+    m = rep["metrics"]["superres x4 / SGILO"][0]
+    assert {"coverage90", "width90", "width50"} <= set(m) and "coverage90_cal" not in m
+    assert rep["interval90"]["superres x4"]["task_preset"] == "superres-x4"
+    assert rep["interval90"]["inpaint-random 10%"]["calibrated"] is False
+    assert json.loads((tmp_path / "demo" / "demo.json").read_text())["interval90"] == rep["interval90"]
+
+
 # ----------------------------------------------------------------------------
 # SgiloGroup: user errors (ValueError, OSError) are one line; bugs (TypeError, KeyError, ...) keep the traceback.
 

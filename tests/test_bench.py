@@ -133,14 +133,49 @@ def test_run_is_batched_resumable_and_summarised(tiny, monkeypatch):
         run_bench(BenchConfig(**{**cfg.__dict__, "preset": "quick"}), "cpu", models=models)
 
 
-def test_sgilo_cells_carry_sampler_metrics(tiny):
+def write_calibration(path: Path, task: str, scales: dict[str, float]) -> Path:
+    """A minimal interval-calibration file (format of `sgilo.metrics.conformal`) with one task."""
+    from sgilo.metrics.conformal import FORMAT, VERSION
+    levels = {q: {"scale": lam} for q, lam in scales.items()}
+    path.write_text(json.dumps({"format": FORMAT, "version": VERSION, "split": "train", "n_images": 20,
+                                "config": {"chains": 2, "steps": [2, 2]}, "tasks": {task: {"levels": levels}}}))
+    return path
+
+
+def test_sgilo_cells_carry_sampler_metrics(tiny, monkeypatch):
+    from sgilo.metrics.conformal import load_calibration
     root, data, models = tiny
+    cal = write_calibration(root / "cal.json", "inpaint-box", {"0.5": 2.0, "0.9": 1.5})
+    monkeypatch.setattr(bench_run, "load_calibration", lambda name: load_calibration(cal))
     cfg = BenchConfig(data=str(data), out=str(root / "sgilo"), tasks=("inpaint-box",), solvers=("sgilo",),
                       n_images=2, preset="smoke", progress=False)
     recs = run_bench(cfg, "cpu", models=models)
-    assert {"coverage50", "coverage90", "diversity", "psnr_sample", "psnr_best", "ssim_sample"} <= set(
-        recs[0]["metrics"])
+    m = recs[0]["metrics"]
+    assert {"coverage50", "coverage90", "diversity", "psnr_sample", "psnr_best", "ssim_sample", "width50",
+            "width90", "coverage90_cal", "width90_cal"} <= set(m)
+    # x̄ ± 1.5·half contains x̄ ± half: calibrated coverage ≥ raw, width scaled by exactly λ.
+    assert m["scale90"] == 1.5 and m["scale50"] == 2.0
+    assert m["coverage90_cal"] >= m["coverage90"] and m["width90_cal"] == pytest.approx(1.5 * m["width90"])
+    assert m["width90"] > m["width50"] > 0
+    # SGILO-family diagnostics per record: h_1's move in round k = 1 and the modes among the 2 chains.
+    assert [h["k"] for h in recs[0]["h_move"]] == [1] and recs[0]["h_move"][0]["mean"] >= 0
+    assert recs[0]["modes"] in (1, 2)
+    run_info = json.loads((root / "sgilo" / "config.json").read_text())["interval_calibration"]
+    assert run_info["tasks"] == ["inpaint-box"]
+    summary = json.loads((root / "sgilo" / "summary.json").read_text())["inpaint-box"]["sgilo"]
+    assert summary["h_move_k1"]["n"] == 2 and summary["coverage90_cal"]["n"] == 2 and "modes" in summary
+    md = (root / "sgilo" / "summary.md").read_text()
+    assert "coverage90_cal" in md and "width90" in md and "| inpaint-box | k=1 |" in md
     assert (root / "sgilo" / "figures" / "uncertainty_inpaint-box_sgilo.png").is_file()
+
+
+def test_chain_diagnostics_split_rows_per_image():
+    """Rows are chain-major (row c·B + b): image b's h_move is the mean over c of rows[c·B + b]."""
+    from sgilo.bench.run import chain_diagnostics
+    diag = {"h_move": [{"k": 1, "mean": 2.5, "rows": [1.0, 2.0, 3.0, 4.0], "start": 0.0}], "modes": [1, 2]}
+    out = chain_diagnostics(diag, K=2, B=2)
+    assert out == [{"h_move": [{"k": 1, "mean": 2.0}], "modes": 1}, {"h_move": [{"k": 1, "mean": 3.0}], "modes": 2}]
+    assert chain_diagnostics({}, 2, 2) == [{}, {}]
 
 
 def _strip_seconds(summary: dict) -> dict:
@@ -218,3 +253,25 @@ def test_tune_grid_on_train_split_resumes(tiny, monkeypatch):
     with pytest.raises(ValueError, match="unknown SGILOConfig field"):
         tune_mod.tune(str(data), "inpaint-random", {"observed": 0.2}, "sgilo", {"etaa": [1]}, out, preset="smoke",
                       models=models)
+
+
+def test_summary_reports_ilo_minus_csgm_paired_for_the_three_estimates():
+    """ILO contains CSGM (its round 0): the summary gives ILO − CSGM paired over the same faces for mean-of-K,
+    best-of-K and single outputs."""
+    from sgilo.bench.summary import markdown, summarize
+
+    def rec(solver, image, psnr):
+        return {"task": "inpaint-random-3", "solver": solver, "seed": 0, "image": image, "seconds": 1.0,
+                "params": {}, "metrics": {"psnr": psnr, "psnr_best": psnr + 1, "psnr_sample": psnr - 1}}
+    csgm = [20.0, 18.0, 22.0, 19.0]
+    ilo = [20.5, 18.4, 22.6, 19.5]                                   # +0.5, +0.4, +0.6, +0.5: mean 0.5
+    records = [rec("csgm", i, p) for i, p in enumerate(csgm)] + [rec("ilo", i, p) for i, p in enumerate(ilo)]
+    s = summarize(records)
+    g = s["inpaint-random-3"]["ilo"]
+    for m in ("psnr", "psnr_best", "psnr_sample"):
+        assert g[f"{m}_gain_over_csgm"]["mean"] == pytest.approx(0.5)
+        assert g[f"{m}_gain_over_csgm"]["n"] == 4
+    half = 3.182446 * np.std([0.5, 0.4, 0.6, 0.5], ddof=1) / 2       # t_{0.975, 3} s / sqrt(4)
+    assert g["psnr_gain_over_csgm"]["ci95"] == pytest.approx(half, rel=1e-4)
+    md = markdown(s, records, ("csgm", "ilo"))
+    assert "### ILO − CSGM" in md and "| inpaint-random-3 | 4 | 0.50 ±" in md

@@ -85,3 +85,13 @@ def test_grid(tmp_path):
     assert arr[0, 0, 0] == 255 and arr[2, 2, 0] == 128
     save_image_grid(torch.zeros(4, 1, 4, 4), tmp_path / "g1.png")
     assert np.asarray(Image.open(tmp_path / "g1.png")).shape == (14, 14)
+
+
+def test_grid_never_wider_than_its_images(tmp_path):
+    """`sgilo sample --n 1` wrote a 530×68 strip (8 columns for one face): one image is saved as itself, and a grid
+    has at most N columns."""
+    x = torch.rand(1, 3, 5, 7) * 2 - 1
+    save_image_grid(x, tmp_path / "one.png", nrow=8)
+    assert np.asarray(Image.open(tmp_path / "one.png")).shape == (5, 7, 3)
+    save_image_grid(torch.zeros(3, 3, 4, 4), tmp_path / "three.png", nrow=8, pad=2)
+    assert np.asarray(Image.open(tmp_path / "three.png")).shape == (4 + 4, 3 * 6 + 2, 3)

@@ -144,13 +144,13 @@ def test_bad_step_sizes_raise_one_line():
 
 
 # ----------------------------------------------------------------------------
-# Reference hybrid: Δ = r² β(t_h)/N · s, the numbers of reference-algorithm §3.7.
+# Reference hybrid: Δ = r² β(t_h)/N · s, the numbers of docs/original-code.md#how-the-update-relates-to-langevin.
 
 
 def test_reference_displacement_numbers():
     assert float(VPSDE().beta(0.01)) == pytest.approx(0.2990)
     s = torch.ones(1, 2)
     d = hot_displacement(s, 0.01, 6.0882)
-    assert float(d[0, 0]) * 0.1 == pytest.approx(1.108e-3, rel=2e-3)      # τ r_z² β/N from §3.7
+    assert float(d[0, 0]) * 0.1 == pytest.approx(1.108e-3, rel=2e-3)      # τ r_z² β/N (same note)
     out = reference_step(torch.zeros(1, 2), s, 0.1, 0.01, 6.0882, 0.0)
     assert torch.allclose(out, 0.1 * d)

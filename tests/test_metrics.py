@@ -107,6 +107,23 @@ def test_student_t_quantile_known_values():
         assert abs(student_t_quantile(p, nu) - ref) < 1e-5
 
 
+def test_student_t_quantile_is_cached():
+    """Each coverage call used to integrate the t density again (≈ 0.3 s); the second call is a cache hit."""
+    import time
+
+    from sgilo.metrics.posterior import coverage, student_t_quantile
+    student_t_quantile.cache_clear()
+    first = student_t_quantile(0.95, 2)
+    t0 = time.perf_counter()
+    assert student_t_quantile(0.95, 2) == first and time.perf_counter() - t0 < 1e-3
+    info = student_t_quantile.cache_info()
+    assert info.hits == 1 and info.misses == 1
+    s, x = torch.randn(3, 1, 1, 4, 4), torch.randn(1, 1, 4, 4)
+    coverage(s, x, 0.9)
+    coverage(s, x, 0.9)
+    assert student_t_quantile.cache_info().hits >= 2
+
+
 def test_std_map_and_diversity():
     g = torch.Generator().manual_seed(1)
     samples = 0.5 * torch.randn(400, 2, 3, 16, 16, generator=g, dtype=torch.float64)

@@ -17,7 +17,7 @@ def test_log_alpha_is_minus_half_integral_of_beta():
         integral = torch.trapezoid(sde.beta(s), s) if t > 0 else torch.tensor(0.0)
         assert float(sde.log_alpha(t)) == pytest.approx(-0.5 * float(integral), abs=1e-9)
     assert float(sde.marginal_std(1.0)) == pytest.approx(math.sqrt(1 - math.exp(2 * float(sde.log_alpha(1.0)))))
-    # reference-algorithm §3.5 numbers at t = 0.01
+    # the original's numbers at t = 0.01 (docs/original-code.md#sampling-the-hot-sampler)
     assert float(sde.marginal_std(0.01)) == pytest.approx(0.044643, abs=1e-6)
     assert float(sde.marginal_std(1e-6)) == pytest.approx(math.sqrt(0.1 * 1e-6), rel=1e-3)  # float64: no cancellation
 

@@ -102,3 +102,57 @@ def test_precision_and_step_control_overrides():
     assert make_config("ilo", preset="utkface64", precision="bf16").precision == "bf16"
     with pytest.raises(ValueError, match="step-control"):
         make_config("csgm", step_control="curvature")
+
+
+# ----------------------------------------------------------------------------
+# Interval calibration (issue 17): raw coverage + one "uncalibrated" line without a calibration; calibrated coverage,
+# widths and the 90 % interval file with one (written here, at the bundled location monkeypatched to tmp).
+
+
+def test_solve_uncalibrated_reports_raw_coverage_h_move_and_modes(files):
+    from safetensors.torch import load_file
+    r = invoke(files, "--solver", "sgilo", "--samples", "2", "--eta", "1e-6")
+    assert r.exit_code == 0, r.output
+    assert sum("intervals are uncalibrated" in ln for ln in r.output.splitlines()) == 1, r.output
+    res = json.loads((files / "out" / "result.json").read_text())
+    m = res["metrics"]["mean"]
+    assert {"coverage90", "width90", "width50"} <= set(m) and "coverage90_cal" not in m
+    iv = res["interval90"]
+    assert iv["calibrated"] is False and iv["scale"] == 1.0 and iv["file"] in res["files"]
+    t = load_file(files / "out" / "interval90.safetensors")
+    assert t["lo"].shape == (3, 32, 32) and bool((t["lo"] <= t["hi"]).all())
+    assert float((t["hi"] - t["lo"]).mean()) == pytest.approx(m["width90"], rel=1e-5)
+    # How far h_1 moved in round k = 1 (issue 16) and the modes among the chains (issue 17), via diagnostics.
+    moves = res["diagnostics"]["h_move"]
+    assert [h["k"] for h in moves] == [1] and len(moves[0]["rows"]) == 2 and moves[0]["mean"] >= 0
+    assert res["diagnostics"]["modes"][0] in (1, 2)
+
+
+@pytest.mark.parametrize("fitted_chains", [2, 5])
+def test_solve_applies_the_bundled_calibration(files, monkeypatch, tiny_generator, fitted_chains):
+    import sgilo.app.solve as solve_mod
+    import sgilo.metrics.conformal as conformal
+    from safetensors.torch import load_file
+    from sgilo.generator import load_generator
+    G, fit = load_generator(files / "gen")
+    monkeypatch.setattr(solve_mod, "load_models", lambda *a, **k: (G, fit, {}))        # 'default' → the tiny model
+    cal = files / "interval_calibration.json"
+    cal.write_text(json.dumps({"format": conformal.FORMAT, "version": conformal.VERSION, "split": "train",
+                               "config": {"chains": fitted_chains, "steps": [3, 2]},
+                               "tasks": {"inpaint-random-10": {"levels": {"0.5": {"scale": 1.25},
+                                                                          "0.9": {"scale": 1.5}}}}}))
+    monkeypatch.setattr(conformal, "calibration_path", lambda name="utkface64": cal)
+    r = CliRunner().invoke(main, ["solve", "--image", str(files / "img.png"), "--model", "default", "--prior", "none",
+                                  "--preset", "paper", "--task", "inpaint-random", "--observed", "0.1", "--steps",
+                                  "3,2", "--solver", "sgilo", "--samples", "2", "--eta", "1e-6", "--out",
+                                  str(files / "cal_out")])
+    assert r.exit_code == 0, r.output
+    assert "uncalibrated" not in r.output
+    assert ("fitted with other SGILO settings" in r.output) == (fitted_chains != 2), r.output
+    res = json.loads((files / "cal_out" / "result.json").read_text())
+    m = res["metrics"]["mean"]
+    assert m["scale90"] == 1.5 and m["scale50"] == 1.25 and m["coverage90_cal"] >= m["coverage90"]
+    assert m["width90_cal"] == pytest.approx(1.5 * m["width90"])
+    assert res["interval90"]["calibrated"] is True and res["interval90"]["task_preset"] == "inpaint-random-10"
+    t = load_file(files / "cal_out" / "interval90.safetensors")
+    assert float((t["hi"] - t["lo"]).mean()) == pytest.approx(m["width90_cal"], rel=1e-5)

@@ -86,7 +86,7 @@ def test_ilo_decreases_data_term_and_is_reproducible(setup):
 
 
 # ----------------------------------------------------------------------------
-# Round hand-over is exact: the image right after `advance` equals the image before it (no jump, unlike §1.3).
+# Round hand-over is exact: the image right after `advance` equals the image before it (no jump, unlike the original).
 
 
 def test_round_handover_has_no_image_jump(setup):

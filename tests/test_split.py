@@ -1,5 +1,5 @@
 """Exact head/tail split of the synthesis network (ILO, Daras et al. 2021): recomposition at every cut point, the
-reference code's dropped-skip behaviour (reference-algorithm §1.3), `advance`, and which w+ rows the tail reads."""
+reference code's dropped-skip behaviour (docs/original-code.md#bug-1), `advance`, and which w+ rows the tail reads."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def _json(obj) -> str:
 
 
 def _config_dict(config) -> dict:
-    from sgilo.app.solve import config_dict
+    from sgilo.app.configs import config_dict
     return config_dict(config)
 
 

@@ -33,7 +33,7 @@ __all__ = ["OUTPUT_PATTERNS", "check_out_dir", "check_out_file", "clear_outputs"
 
 # Files our commands write into an output folder (glob patterns); only these are ever deleted by --overwrite.
 OUTPUT_PATTERNS = ("result.json", "demo.json", "truth.png", "measurement.png", "mean.png", "std.png", "sample_*.png",
-                   "summary.png", "demo_sheet.png", "latents.safetensors")
+                   "summary.png", "demo_sheet.png", "latents.safetensors", "interval90.safetensors")
 
 
 # ----------------------------------------------------------------------------

@@ -15,23 +15,37 @@ one stopped (its first data term equals the earlier final one; result.json repor
 Latents with B rows (CSGM/ILO) continue a K-chain SGILO run by tiling them over the chains.
 LPIPS: ``--lpips-weights PATH`` (local LPIPS-VGG weights, layout in `sgilo.metrics.lpips`) adds ``lpips`` to every
 metrics entry; ``--lpips-weight W > 0`` also adds W · LPIPS(A†A x, A†y) to the data term.
+
+Intervals (samplers, K ≥ 2): ``metrics.mean`` holds the raw coverage and mean width of the per-pixel 50 % / 90 %
+intervals and, when the interval calibration stored with the bundled model (`sgilo.metrics.conformal`, fitted on
+train/ faces by `sgilo calibrate --conformal`) has this task's preset, the calibrated ones (``coverage90_cal``,
+``width90_cal``, ``scale90``). DIR/interval90.safetensors holds the 90 % interval of the image ("lo", "hi" [C, H, W];
+calibrated when possible, ``result.json["interval90"]`` says which). One INFO line says when the intervals are
+uncalibrated, or when the calibration was fitted with other SGILO settings than the run's. ``diagnostics.h_move``
+reports how far h_k moved from head_k(z) in each round, ``diagnostics.modes`` the distinct modes among the chains.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from sgilo.app.configs import config_dict
 from sgilo.app.models import load_models, resolve_device
 from sgilo.app.outputs import (check_out_dir, clear_outputs, input_record, load_latents, save_latents,
                                save_reconstruction, write_json)
+from sgilo.checkpoints import atomic_write
 from sgilo.generator.io import bundled_available
+from sgilo.metrics.conformal import apply_calibration, base_interval, coverage_records, load_calibration
 from sgilo.metrics.quality import image_metrics
 from sgilo.solvers.registry import SOLVERS, get_solver
+
+log = logging.getLogger("sgilo.app")
 
 
 # ----------------------------------------------------------------------------
@@ -71,27 +85,63 @@ def make_config(solver: str, samples: int | None = None, steps: tuple[int, ...] 
 
 
 # ----------------------------------------------------------------------------
-# JSON-ready config (drops the perceptual callable; inf → "inf").
-
-
-def config_dict(config) -> dict:
-    """Fields of a (possibly nested) config dataclass as JSON-ready values."""
-    def value(v):
-        if is_dataclass(v) and not isinstance(v, type):
-            return config_dict(v)
-        return str(v) if isinstance(v, float) and not math.isfinite(v) else v
-    return {f.name: value(getattr(config, f.name)) for f in fields(config) if f.name != "perceptual"}
-
-
-# ----------------------------------------------------------------------------
 # result.json pieces: metrics of the estimate (with the sample-set numbers) and of each sample; the data term.
 
 
-def score(result, truth, y, operator, lpips=None) -> dict:
-    """{"mean": `image_metrics` of x̂ and the K samples, "samples": `image_metrics` of each sample} for image 0."""
+def score(result, truth, y, operator, lpips=None, task_preset: str | None = None,
+          calibration: dict | None = None) -> dict:
+    """{"mean": `image_metrics` of x̂ and the K samples, "samples": `image_metrics` of each sample} for image 0; with
+    K ≥ 2 samples "mean" also holds the interval widths and, when ``calibration`` has ``task_preset``, the calibrated
+    coverage and widths (`sgilo.metrics.conformal.coverage_records`)."""
     samples = [] if result.samples is None else result.samples[:, :1]      # [K, 1, C, H, W]
-    return {"mean": image_metrics(result.x_hat[:1], truth, y[:1], operator, result.samples, lpips)[0],
-            "samples": [image_metrics(s, truth, y[:1], operator, None, lpips)[0] for s in samples]}
+    mean = image_metrics(result.x_hat[:1], truth, y[:1], operator, result.samples, lpips)[0]
+    if len(samples) >= 2:
+        mean.update(coverage_records(samples, truth, task_preset or "", calibration)[0])
+    return {"mean": mean, "samples": [image_metrics(s, truth, y[:1], operator, None, lpips)[0] for s in samples]}
+
+
+# ----------------------------------------------------------------------------
+# The interval calibration a SGILO run gets: the one stored with the bundled model (only for model 'default'), and the
+# one line that says what it means for this run (None when the calibration applies as fitted).
+
+
+def run_calibration(model: str | Path, task_preset: str | None, config) -> tuple[dict | None, str | None]:
+    from sgilo.app.calibrate import calibration_note
+
+    if str(model) != "default":
+        return None, (f"intervals are uncalibrated: the interval calibration is fitted for the bundled model, not "
+                      f"{model} (coverage is reported raw)")
+    cal = load_calibration("utkface64")
+    if cal is None:
+        return None, ("intervals are uncalibrated: no interval calibration ships with the bundled model (coverage is "
+                      "reported raw; `sgilo calibrate --conformal` fits one)")
+    if task_preset is None or task_preset not in cal.get("tasks", {}):
+        what = "this task is not a bench task preset" if task_preset is None else f"it has no task {task_preset!r}"
+        return cal, f"intervals are uncalibrated: {what} in the interval calibration (coverage is reported raw)"
+    return cal, calibration_note(cal, config)
+
+
+# ----------------------------------------------------------------------------
+# The 90 % interval of image 0: x̄ ± λ·half (calibrated) or x̄ ± half (raw), written to DIR/interval90.safetensors.
+
+
+def save_interval(out: Path, samples, task_preset: str | None, calibration: dict | None, q: float = 0.9) -> dict:
+    """Shapes: samples [K, 1, C, H, W] with K ≥ 2. Returns result.json's record of the file."""
+    from safetensors.torch import save_file
+
+    has = calibration is not None and task_preset in calibration.get("tasks", {})
+    if has:
+        iv = apply_calibration(samples, task_preset, calibration, levels=(q,))[q]
+        lo, hi, lam = iv["lo"], iv["hi"], iv["scale"]
+    else:
+        mean, half = base_interval(samples, q)
+        lo, hi, lam = mean - half, mean + half, 1.0
+    name = f"interval{round(q * 100)}.safetensors"
+    tensors = {"lo": lo[0].detach().float().cpu().contiguous(), "hi": hi[0].detach().float().cpu().contiguous()}
+    meta = {"level": f"{q:g}", "scale": repr(lam), "calibrated": str(has), "task_preset": str(task_preset)}
+    atomic_write(out / name, lambda p: save_file(tensors, p, metadata=meta))
+    return {"file": name, "level": q, "calibrated": has, "scale": lam, "task_preset": task_preset,
+            "mean_width": float((hi - lo).mean())}
 
 
 def data_term(result) -> dict:
@@ -134,6 +184,13 @@ def solve_image(image: str | Path, make_operator, solver: str, config, out: str 
     source = input_record(image, G.img_resolution)
     operator = make_operator(tuple(truth.shape[1:])).to(device)
     y = operator.measure(truth, generator=torch.Generator(device=device).manual_seed(seed))
+    cal, preset_name = None, None
+    if entry.samples and getattr(config, "chains", 1) >= 2:
+        from sgilo.app.calibrate import task_preset_name
+        preset_name = task_preset_name((task or {}).get("task", ""), task or {}, tuple(truth.shape[1:]))
+        cal, line = run_calibration(model, preset_name, config)
+        if line:
+            log.info(line)
     t0 = time.perf_counter()
     result = entry.solve(y, operator, G, fit, priors=priors, config=config, init=start)
     seconds = time.perf_counter() - t0
@@ -142,6 +199,10 @@ def solve_image(image: str | Path, make_operator, solver: str, config, out: str 
     files = save_reconstruction(out, result.x_hat[0], meas, truth[0], None if result.samples is None else
                                 result.samples[:, 0], title=f"{solver} · {(task or {}).get('task', '')}")["files"]
     save_latents(out, result)
+    interval = None
+    if result.samples is not None and result.samples.shape[0] >= 2:
+        interval = save_interval(out, result.samples[:, :1], preset_name, cal)
+        files.append(interval["file"])
     diag = {k: v for k, v in result.diagnostics.items() if k not in ("final_data_term",)}
     diag.setdefault("rhat", None)
     report = {"solver": solver, "seed": seed, "task": task or {}, "input": source, "model": str(model),
@@ -149,7 +210,7 @@ def solve_image(image: str | Path, make_operator, solver: str, config, out: str 
               "init": None if init is None else str(init), "start_layer": 0 if start is None else start.k,
               "lpips_weights": None if lpips_weights is None else str(lpips_weights), "device": str(device),
               "data_term": data_term(result), "config": config_dict(config),
-              "metrics": score(result, truth, y, operator, lpips),
+              "metrics": score(result, truth, y, operator, lpips, preset_name, cal), "interval90": interval,
               "diagnostics": diag, "seconds": seconds, "seconds_per_round": result.seconds_per_round,
               "bundled_model": bundled_available(), "files": files + ["latents.safetensors", "result.json"]}
     write_json(out / "result.json", report)

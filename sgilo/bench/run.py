@@ -15,7 +15,12 @@
 * Three estimates per generative cell (metrics): ``psnr``/``ssim`` of the mean of the K outputs (the ranked estimate;
   for CSGM/ILO the mean of the restarts, not the best one), ``psnr_best``/``ssim_best`` of the output with the lowest
   final data term (CSGM/ILO: measurement loss; SGILO: the chain's data term), ``psnr_sample``/``ssim_sample`` the mean
-  over the K single outputs. Coverage and diversity only for posterior samplers (SGILO and its variants).
+  over the K single outputs. Coverage and diversity only for posterior samplers (SGILO and its variants): raw
+  ``coverage50/90`` with the mean interval width ``width50/90`` (sharpness), and with the interval calibration stored
+  with the bundled model (`sgilo.metrics.conformal`, fitted on train/ by `sgilo calibrate --conformal`) also
+  ``coverage50_cal/90_cal``, ``width50_cal/90_cal`` and the scales ``scale50/90``.
+* SGILO-family records also carry ``h_move`` (per round k ≥ 1: ‖h_k − head_k(z)‖ / ‖head_k(z)‖ at the round's end,
+  mean over the image's chains) and ``modes`` (distinct modes among the image's chains).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from sgilo.bench.lasso import lasso_solve, tune_lambda
 from sgilo.bench.presets import BENCH_SOLVERS, SOLVER_PRESETS, SOLVERS, TASK_GROUPS, TASK_PRESETS, preset_params
 from sgilo.bench.tasks import make_operator, task_params
 from sgilo.checkpoints import atomic_write_text
+from sgilo.metrics.conformal import coverage_records, load_calibration
 from sgilo.metrics.quality import image_metrics, psnr, ssim
 from sgilo.solvers.registry import get_solver
 from sgilo.solvers.rng import row_seed
@@ -155,7 +161,7 @@ class Outcome:
     outputs: Tensor | None         # [K, B, C, H, W] every restart's / chain's output (None: Lasso)
     best: Tensor | None            # [B] index of the output with the lowest final data term
     samples: bool                  # outputs are posterior samples (coverage, diversity are reported)
-    extras: list[dict]             # per image: nfe, stopped, rhat (samplers), lam (Lasso)
+    extras: list[dict]             # per image: nfe, stopped, rhat (samplers), h_move and modes (SGILO), lam (Lasso)
 
 
 # ----------------------------------------------------------------------------
@@ -184,7 +190,27 @@ def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: f
         vals = [v for per in rhat.values() for v in per[b] if np.isfinite(v)]
         if vals:
             extras[b]["rhat"] = max(vals)
+    for b, e in enumerate(chain_diagnostics(r.diagnostics, outputs.shape[0], B)):
+        extras[b].update(e)
     return Outcome(outputs.mean(0), outputs, best, entry.samples, extras)
+
+
+# ----------------------------------------------------------------------------
+# Per image b: h_move of each round k ≥ 1 (mean over its K chains, rows c·B + b of the solver's 'rows') and the
+# number of distinct modes among its chains, from the solver's diagnostics (SGILO; absent keys give nothing).
+
+
+def chain_diagnostics(diag: dict, K: int, B: int) -> list[dict]:
+    out: list[dict] = [{} for _ in range(B)]
+    for rnd in diag.get("h_move") or []:
+        rows = np.asarray(rnd["rows"], dtype=np.float64).reshape(K, B)
+        for b in range(B):
+            out[b].setdefault("h_move", []).append({"k": rnd["k"], "mean": float(rows[:, b].mean())})
+    modes = diag.get("modes")
+    if modes is not None:
+        for b in range(B):
+            out[b]["modes"] = int(modes[b])
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -193,19 +219,39 @@ def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: f
 
 
 @torch.no_grad()
-def cell_metrics(out: Outcome, x: Tensor, y: Tensor, operator) -> list[dict]:
-    """Shapes: x [B, C, H, W]; y [B, ...]. Returns B dicts of floats."""
+def cell_metrics(out: Outcome, x: Tensor, y: Tensor, operator, task: str = "",
+                 calibration: dict | None = None) -> list[dict]:
+    """Shapes: x [B, C, H, W]; y [B, ...]. Returns B dicts of floats. Samplers with K ≥ 2 also get the interval
+    widths and, when ``calibration`` holds ``task`` (a task preset name), the calibrated coverage and widths
+    (`sgilo.metrics.conformal.coverage_records`)."""
     per = image_metrics(out.x_rank, x, y, operator, samples=out.outputs)
     if out.outputs is None:
         return per
+    if out.samples and out.outputs.shape[0] >= 2:
+        for m, e in zip(per, coverage_records(out.outputs, x, task, calibration), strict=True):
+            m.update(e)
     outs = out.outputs.clamp(-1, 1)
     B = x.shape[0]
     best = outs[out.best, torch.arange(B, device=outs.device)]                       # [B, C, H, W]
     extra = {"psnr_best": psnr(best, x), "ssim_best": ssim(best, x),
              "ssim_sample": torch.stack([ssim(o, x) for o in outs]).mean(0)}
-    drop = () if out.samples else ("coverage50", "coverage90", "diversity", "std_mean")
+    drop = () if out.samples else ("coverage50", "coverage90", "diversity", "std_mean")   # restarts: no posterior
     return [{**{k: v for k, v in m.items() if k not in drop}, **{k: float(v[b]) for k, v in extra.items()}}
             for b, m in enumerate(per)]
+
+
+# ----------------------------------------------------------------------------
+# config.json's record of the interval calibration applied (None: none ships / another model), with one line when it
+# was fitted with other SGILO settings than this run's.
+
+
+def calibration_info(calibration: dict | None, configs: dict) -> dict | None:
+    if calibration is None:
+        return None
+    from sgilo.app.calibrate import calibration_note
+    return {k: calibration.get(k) for k in ("split", "n_images", "bench_preset", "chains")} | {
+        "tasks": sorted(calibration.get("tasks", {})),
+        "note": calibration_note(calibration, configs["sgilo"]) if "sgilo" in configs else None}
 
 
 # ----------------------------------------------------------------------------
@@ -326,11 +372,13 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
     shape = tuple(x_all.shape[1:])
     configs = solver_configs(cfg)
     params = {t: task_params(TASK_PRESETS[t].task, shape, 0, **preset_params(t, shape)) for t in cfg.tasks}
+    calibration = load_calibration("utkface64") if cfg.model == "default" else None      # once per run
     info = {**asdict(cfg), "batch": batch, "n_images": len(x_all), "world_size": world, "device": str(device),
             "solver_configs": {s: repr(c) for s, c in configs.items()}, "tuning": preset.tuning,
             "solvers_described": {s: BENCH_SOLVERS[s].variables for s in cfg.solvers},
             "nfe_planned": {s: planned_nfe(c) for s, c in configs.items() if BENCH_SOLVERS[s].base != "lasso"},
-            "task_params": params, "tasks": list(cfg.tasks), "priors": sorted(models[2]), "seeding": SEEDING}
+            "task_params": params, "tasks": list(cfg.tasks), "priors": sorted(models[2]), "seeding": SEEDING,
+            "interval_calibration": calibration_info(calibration, configs)}
     out.mkdir(parents=True, exist_ok=True)
     check_run_config(out, info, write=rank == 0)                         # every rank refuses a mismatched folder
     parts = out / "parts"
@@ -347,7 +395,7 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
     with open(parts / f"rank{rank}.jsonl", "a") as log:
         for task, seed, start, stop, solver in todo:
             log.write(run_unit(cfg, out, task, seed, start, stop, solver, x_all, shape, models, configs[solver],
-                               params[task], cache, device))
+                               params[task], cache, device, calibration))
             log.flush()
             bar.update(stop - start)
     bar.close()
@@ -366,7 +414,8 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
 
 
 def run_unit(cfg: BenchConfig, out: Path, task: str, seed: int, start: int, stop: int, solver: str, x_all: Tensor,
-             shape: tuple, models, config, params: dict, cache: dict, device: torch.device) -> str:
+             shape: tuple, models, config, params: dict, cache: dict, device: torch.device,
+             calibration: dict | None = None) -> str:
     from sgilo.utils.datasets import load_image_set, to_float
 
     if (task, seed) not in cache:
@@ -390,7 +439,7 @@ def run_unit(cfg: BenchConfig, out: Path, task: str, seed: int, start: int, stop
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    metrics = cell_metrics(res, x, y, operator)
+    metrics = cell_metrics(res, x, y, operator, task, calibration)
     meas = operator.to_image(y, shape)
     lines = []
     for b, i in enumerate(idx):

@@ -7,14 +7,23 @@ in three parts — generator (tail forward + backward to the leaves), score netw
 (update, projection, bookkeeping) — in fp32 and under bf16 autocast. Achieved FLOP/s uses the FLOPs counted by
 `torch.utils.flop_counter` for one step (convolutions, matmuls, attention) and is compared with the practical peak: the
 best throughput of a plain 3×3 convolution microbenchmark at a few shapes, fp32 and bf16, timed in this run. A naive
-step written as the reference code does (generator weights not frozen, so weight gradients are computed; the score
-wrappers and the sampler's random streams re-created every step; reference-algorithm §7.18) gives the ratio naive/ours.
+step written as the original code does (generator weights not frozen, so weight gradients are computed; the score
+wrappers and the sampler's random streams re-created every step; docs/original-code.md#bug-18) gives the ratio
+naive/ours.
+
+CPU timings are only meaningful on cores nobody else uses: when other processes keep the cores busy, the OpenMP
+threads of every operator wait for each other at each barrier and a step can take 50× longer (measured: the bundled
+model at B = K = 1 on 2 busy cores, 3.6 s/step with 2 threads for fp32 and bf16 alike, 0.05 s with 1 thread).
+`machine_load` records the 1-minute load average before the run; speed.md says when the run was oversubscribed.
+``threads`` sets torch's intra-op threads for the run (None: leave them).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import platform
 import statistics
 import time
@@ -28,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sgilo.checkpoints import atomic_write_text
 from sgilo.solvers.rounds import native_bf16, resolve_precision
 
+log = logging.getLogger("sgilo.bench")
 BUNDLED_ARCH = dict(img_resolution=64, channel_base=2048, channel_max=128, z_dim=256, w_dim=256, mapping_layers=4)
 
 
@@ -48,6 +58,7 @@ class SpeedConfig:
     emulated_bf16_rows: int = 4                    # without native bf16: time bf16 only where B·K ≤ this, 1 step
     curvature: bool = True                         # also time one curvature step-control estimate (fp32)
     seed: int = 0
+    threads: int | None = None                     # torch intra-op threads for the run (None: torch's setting)
 
 
 QUICK = SpeedConfig(batches=(1, 8), chains=(1, 4), steps=2, warmup=1, conv_shapes=((32, 128, 8), (16, 128, 16)))
@@ -287,14 +298,49 @@ def cpu_name() -> str:
 
 
 # ----------------------------------------------------------------------------
+# Is the CPU shared? 1-minute load average (other processes, taken before our timing) against the usable CPUs.
+
+
+def machine_load(threads: int) -> dict:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    busy = load is not None and load + threads > cpus + 0.5
+    return {"cpus": cpus, "load1": load, "threads": threads, "oversubscribed": busy}
+
+
+def load_line(m: dict) -> str:
+    head = (f"the CPU was busy during bench-speed (1-min load {m['load1']:.1f} from other processes on {m['cpus']} "
+            f"CPUs, {m['threads']} thread{'s' if m['threads'] > 1 else ''}): ")
+    if m["threads"] > 1:
+        return head + ("the threads wait for each other and every time here is inflated, up to 50×; rerun on an idle "
+                       "machine or with OMP_NUM_THREADS=1")
+    return head + "the times include waiting for the CPU; rerun on an idle machine for exact numbers"
+
+
+# ----------------------------------------------------------------------------
 # Run the whole grid; writes speed.json and speed.md under `out` and returns the report.
 
 
 def run_speed(cfg: SpeedConfig, out: str | Path, device: torch.device | str, models=None) -> dict:
     """`models` = (G, fit, priors with 'z' and f'h{round_k}') replaces the bundled/random models (tests)."""
+    device = torch.device(device)
+    if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
+        raise ValueError(f"bench-speed threads: expected an integer >= 1, got {cfg.threads!r}")
+    threads_before = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_speed(cfg, out, device, models)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_speed(cfg: SpeedConfig, out: str | Path, device: torch.device, models) -> dict:
     import copy
 
-    device = torch.device(device)
+    load = machine_load(torch.get_num_threads()) if device.type == "cpu" else None
+    if load and load["oversubscribed"]:
+        log.warning(load_line(load))
     if models is None:
         G, fit, priors, source, notes = speed_models(device, cfg.round_k, cfg.seed)
     else:
@@ -312,7 +358,8 @@ def run_speed(cfg: SpeedConfig, out: str | Path, device: torch.device | str, mod
     report = {"device": str(device), "cpu": cpu_name(), "torch": torch.__version__,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native,
               "auto_precision": resolve_precision("auto", device),
-              "threads": torch.get_num_threads(), "generator": source, "generator_config": G.cfg.to_dict(),
+              "threads": torch.get_num_threads(), "machine_load": load, "generator": source,
+              "generator_config": G.cfg.to_dict(),
               "priors": notes, "round_k": cfg.round_k, "config": asdict(cfg), "peak": peak, "rows": rows,
               "headline": headline(rows)}
     out = Path(out)
@@ -350,6 +397,8 @@ def speed_markdown(rep: dict) -> str:
     lines = [f"Device: {rep['device']} ({rep['cpu']}, {rep['cpu_capability']}, {rep['threads']} threads, torch "
              f"{rep['torch']}). bf16: {bf16}; `precision='auto'` uses {rep['auto_precision']} here. "
              f"Generator: {rep['generator']}. Priors: {', '.join(rep['priors']) or '–'}. Round k = {rep['round_k']}.",
+             *(["", f"**Warning: {load_line(rep['machine_load'])}.**"]
+               if (rep.get("machine_load") or {}).get("oversubscribed") else []),
              "", "Practical peak (best 3×3 conv): " + ", ".join(
                  f"{d} {p['flops_per_s'] / 1e9:.1f} GFLOP/s at [N, C, R] = {p['shape']}"
                  for d, p in rep["peak"].items()),

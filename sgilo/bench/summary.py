@@ -17,6 +17,12 @@ Generative solvers are ranked by ``psnr``, the PSNR of the mean of their K outpu
 beside ``psnr_best`` (the output with the lowest data term) and ``psnr_sample`` (mean PSNR of single outputs), so the
 gain from averaging K outputs is visible for every solver. The solver section states what each solver optimises under
 which constraints and its range ceiling: its PSNR on the task ``full`` (every pixel observed) when that task was run.
+
+Posterior samplers get a table of interval coverage, raw and calibrated (``_cal``, with the bundled interval
+calibration; `sgilo.metrics.conformal`), beside the mean interval width (sharpness: coverage bought with wide intervals
+shows there), diversity, R̂ and the number of distinct modes among the chains. SGILO-family solvers also get the mean
+relative move of h_k per round, ``h_move_k{k}`` = ‖h_k − head_k(z)‖ / ‖head_k(z)‖ at the end of round k (issue 16:
+a prior on h_k can only matter where h_k moves).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ CI_METHOD = "Student-t 95% confidence interval of the mean (half-width), over al
 MAIN_METRICS = ("psnr", "ssim", "residual")
 ESTIMATES = (("psnr", "mean of K"), ("psnr_best", "best of K"), ("psnr_sample", "single"))
 CEILING_TASK = "full"
-SAMPLER_METRICS = ("coverage50", "coverage90", "diversity", "rhat")
+SAMPLER_METRICS = ("coverage50", "coverage50_cal", "width50", "width50_cal", "coverage90", "coverage90_cal", "width90",
+                   "width90_cal", "scale50", "scale90", "diversity", "rhat", "modes")
 
 
 # ----------------------------------------------------------------------------
@@ -76,27 +83,44 @@ def summarize(records: list[dict], tasks: tuple[str, ...] | None = None,
                 continue
             values: dict[str, list[float]] = {}
             for r in cells:
-                for k, v in {**r["metrics"], "seconds": r["seconds"],
-                             **{k: r[k] for k in ("rhat", "nfe") if r.get(k) is not None}}.items():
+                for k, v in {**r["metrics"], "seconds": r["seconds"], **h_move_values(r),
+                             **{k: r[k] for k in ("rhat", "nfe", "modes") if r.get(k) is not None}}.items():
                     values.setdefault(k, []).append(v)
             out.setdefault(t, {})[s] = {k: t_interval(v) for k, v in values.items()}
         if "sgilo" in out.get(t, {}):
             out[t]["sgilo"].update(paired_gains(records, t, [s for s in out[t] if s != "sgilo"]))
+        if "ilo" in out.get(t, {}) and "csgm" in out[t]:                   # ILO contains CSGM (its round 0)
+            for m, _ in ESTIMATES:
+                out[t]["ilo"].update(paired_gains(records, t, ["csgm"], ref="ilo", metric=m))
     return out
+
+
+# ----------------------------------------------------------------------------
+# {"h_move_k1": mean relative move of h_1 at the end of round 1, …} of one record (SGILO family; else {}).
+
+
+def h_move_values(record: dict) -> dict[str, float]:
+    return {f"h_move_k{m['k']}": m["mean"] for m in record.get("h_move") or [] if m.get("mean") is not None}
+
+
+def h_move_rounds(summary: dict) -> list[str]:
+    keys = {m for row in summary.values() for v in row.values() for m in v if m.startswith("h_move_k")}
+    return sorted(keys, key=lambda m: int(m.removeprefix("h_move_k")))
 
 
 # ----------------------------------------------------------------------------
 # Paired PSNR differences SGILO − s over the (image, seed) cells both solvers finished.
 
 
-def paired_gains(records: list[dict], task: str, others: list[str]) -> dict:
-    by = {(r["solver"], r["image"], r["seed"]): r["metrics"].get("psnr") for r in records if r["task"] == task}
+def paired_gains(records: list[dict], task: str, others: list[str], ref: str = "sgilo",
+                 metric: str = "psnr") -> dict:
+    by = {(r["solver"], r["image"], r["seed"]): r["metrics"].get(metric) for r in records if r["task"] == task}
     out = {}
     for s in others:
-        keys = [(i, sd) for (sv, i, sd) in by if sv == "sgilo" and (s, i, sd) in by]
-        diffs = [by[("sgilo", i, sd)] - by[(s, i, sd)] for i, sd in keys
-                 if by[("sgilo", i, sd)] is not None and by[(s, i, sd)] is not None]
-        out[f"psnr_gain_over_{s}"] = t_interval(diffs)
+        keys = [(i, sd) for (sv, i, sd) in by if sv == ref and (s, i, sd) in by]
+        diffs = [by[(ref, i, sd)] - by[(s, i, sd)] for i, sd in keys
+                 if by[(ref, i, sd)] is not None and by[(s, i, sd)] is not None]
+        out[f"{metric}_gain_over_{s}"] = t_interval(diffs)
     return out
 
 
@@ -109,6 +133,15 @@ def fmt(stat: dict | None, digits: int = 2) -> str:
         return "–"
     ci = "" if stat["ci95"] is None else f" ± {stat['ci95']:.{digits}f}"
     return f"{stat['mean']:.{digits}f}{ci}"
+
+
+# "mean ± ci" in 3 significant digits (small relative quantities such as h_move).
+
+
+def fmt_g(stat: dict | None) -> str:
+    if not stat or stat["mean"] is None:
+        return "–"
+    return f"{stat['mean']:.3g}" + ("" if stat["ci95"] is None else f" ± {stat['ci95']:.2g}")
 
 
 # ----------------------------------------------------------------------------
@@ -155,12 +188,9 @@ def markdown(summary: dict, records: list[dict], solvers: tuple[str, ...], descr
             n = max((g["n"] for g in gains if g), default=0)
             lines.append(f"| {t} | {n} | {' | '.join(fmt(g) for g in gains)} |")
         lines.append("")
-    samplers = [(t, row["sgilo"]) for t, row in summary.items() if "sgilo" in row and "coverage90" in row["sgilo"]]
-    if samplers:
-        lines += ["### SGILO posterior samples", "", f"| task | {' | '.join(SAMPLER_METRICS)} |",
-                  "|" + "---|" * (len(SAMPLER_METRICS) + 1)]
-        lines += [f"| {t} | {' | '.join(fmt(v.get(m), 3) for m in SAMPLER_METRICS)} |" for t, v in samplers]
-        lines.append("")
+    lines += baseline_section(summary)
+    lines += sampler_section(summary, solvers)
+    lines += h_move_section(summary, solvers)
     curve = measurement_curve(summary, records)
     if curve:
         lines += ["### PSNR / per-pixel MSE against measurements m (CSGM protocol)", "",
@@ -174,6 +204,52 @@ def markdown(summary: dict, records: list[dict], solvers: tuple[str, ...], descr
     params = {r["task"]: r["params"] for r in records}
     lines += ["### Task parameters", ""] + [f"- `{t}`: {json.dumps(p)}" for t, p in params.items()]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------
+# Posterior samplers: coverage raw / calibrated beside the mean interval width, diversity, R̂, modes.
+
+
+def baseline_section(summary: dict) -> list[str]:
+    """ILO − CSGM paired, for the three estimates: ILO's round 0 is CSGM, so at equal budget ILO should not lose."""
+    rows = [(t, row["ilo"]) for t, row in summary.items() if "ilo" in row and "psnr_gain_over_csgm" in row["ilo"]]
+    if not rows:
+        return []
+    lines = ["### ILO − CSGM, PSNR (dB), paired over the same images (ILO's round 0 is CSGM)", "",
+             "| task | n | mean of K | best of K | single |", "|---|---|---|---|---|"]
+    for t, v in rows:
+        gains = [v.get(f"{m}_gain_over_csgm") for m, _ in ESTIMATES]
+        lines.append(f"| {t} | {v['psnr_gain_over_csgm']['n']} | {' | '.join(fmt(g) for g in gains)} |")
+    return lines + [""]
+
+
+def sampler_section(summary: dict, solvers: tuple[str, ...]) -> list[str]:
+    rows = [(t, s, row[s]) for t, row in summary.items() for s in solvers if "coverage90" in row.get(s, {})]
+    if not rows:
+        return []
+    metrics = [m for m in SAMPLER_METRICS if any(m in v for _, _, v in rows)]
+    return (["### Posterior samples: interval coverage (raw, calibrated `_cal`) and mean width", "",
+             f"| task | solver | {' | '.join(metrics)} |", "|" + "---|" * (len(metrics) + 2)]
+            + [f"| {t} | {s} | {' | '.join(fmt(v.get(m), 3) for m in metrics)} |" for t, s, v in rows] + [""])
+
+
+# ----------------------------------------------------------------------------
+# SGILO family: mean ‖h_k − head_k(z)‖ / ‖head_k(z)‖ at the end of each round k ≥ 1, per task × solver.
+
+
+def h_move_section(summary: dict, solvers: tuple[str, ...]) -> list[str]:
+    rounds = h_move_rounds(summary)
+    cols = [s for s in solvers if any(m in row.get(s, {}) for row in summary.values() for m in rounds)]
+    if not cols:
+        return []
+    lines = ["### How far h_k moves: ‖h_k − head_k(z)‖ / ‖head_k(z)‖ at the end of round k (mean over chains, images)",
+             "", f"| task | round | {' | '.join(cols)} |", "|" + "---|" * (len(cols) + 2)]
+    for t, row in summary.items():
+        for m in rounds:
+            if any(m in row.get(s, {}) for s in cols):
+                cells = [fmt_g(row.get(s, {}).get(m)) for s in cols]
+                lines.append(f"| {t} | k={m.removeprefix('h_move_k')} | {' | '.join(cells)} |")
+    return lines + [""]
 
 
 # ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Super-resolution for SGILO (Daras et al., ICML 2022): anti-aliased bicubic downsampling with an exact adjoint.
 
-The reference's `BicubicDownSample(factor)` (reference §2.2) is matched: a 1-D Keys cubic kernel (a = −0.5) of
+The original `BicubicDownSample(factor)` (ilo:utils.py) is matched: a 1-D Keys cubic kernel (a = −0.5) of
 S = 4·factor taps, k_i = cubic((i − ⌊S/2⌋ + 0.5) / factor), normalised to sum 1, reflect padding of S − factor
 (top ⌊·/2⌋, bottom the rest) and stride `factor`, applied separably to rows and columns. Here that map is written as
 two small matrices D_H [H/f, H] and D_W [W/f, W] (padding folded in), so A(x) = D_H x D_Wᵀ, the adjoint

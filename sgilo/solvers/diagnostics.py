@@ -1,6 +1,6 @@
 """MCMC diagnostics for the SGILO chains (Daras et al., ICML 2022): split-R̂ and effective sample size.
 
-Split-R̂ (Gelman et al., BDA3 §11.4): each chain is split in halves, giving m chains of n draws; with W the mean
+Split-R̂ (Gelman et al., BDA3, Sec. 11.4): each chain is split in halves, giving m chains of n draws; with W the mean
 within-chain variance and B/n the variance of chain means, var⁺ = (n−1)/n · W + B/n and R̂ = sqrt(var⁺ / W).
 ESS (Vehtari et al. 2021, Bayesian Analysis, Eq. 10-11; Geyer's initial monotone sequence): ρ̂_t = 1 − (W − ā_t)/var⁺
 with ā_t the mean within-chain autocovariance at lag t, τ = −1 + 2 Σ_k P_k over the positive, monotone pair sums

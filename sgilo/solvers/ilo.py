@@ -1,14 +1,15 @@
 """ILO — Intermediate Layer Optimization (Daras et al., ICML 2021), the MAP baseline of SGILO (Daras et al., ICML 2022).
 
 Round k = 0 … R−1 minimises f(G_tail,k(w(z), h_k)) over (z, h_k, noise maps of blocks k … k+2) with Adam, the ILO
-learning-rate schedule (warm-up 5 %, cosine decay over the last 75 %, reference §1.9), spherical projection of z rows and
-noise maps onto their round-start radii (§1.7) and optional ℓ1-ball expansion constraints around the round-start values
-with one radius per round (§1.10; off by default, as in ILO). Round k+1 starts from `advance` of the optimised state:
-the split is exact, so the image does not jump between rounds (the reference dropped the skip image, §1.3).
+learning-rate schedule (warm-up 5 %, cosine decay over the last 75 %, ilo:ilo_stylegan.py), spherical projection of
+z rows and noise maps onto their round-start radii (PULSE.py) and optional ℓ1-ball expansion constraints around the
+round-start values with one radius per round (ilo:utils.py; off by default, as in ILO). Round k+1 starts from
+`advance` of the optimised state: the split is exact, so the image does not jump between rounds (the original code
+dropped the skip image, docs/original-code.md#bug-1).
 The data term is the Gaussian likelihood of `sgilo.solvers.objective` (Adam is scale-invariant, so σ only matters
 relative to the optional LPIPS term). ILO used mse + LPIPS + GeoCross: GeoCross (weight 0.01, ILO's default) acts on
 the w+ rows read by blocks ≥ k in every round (`sgilo.solvers.rounds.geocross_penalty`); ILO's own slice hit the batch
-dimension, so it only acted in round 0 (§1.8, §7.5).
+dimension, so it only acted in round 0 (docs/original-code.md#bug-5).
 
 Round 0 optimises exactly CSGM's variables under CSGM's constraints (`sgilo.solvers.csgm`: z and the noise maps of
 blocks 0 … 2, sphere-projected). R random restarts (``restarts``, ours; ILO ran one) run as one batch: ``Result.x_hat``
@@ -35,7 +36,7 @@ from sgilo.solvers.schedules import ilo_lr, per_round
 
 
 # ----------------------------------------------------------------------------
-# ILO hyper-parameters; defaults are ilo:configs/config.yaml (reference §8.4) unless noted.
+# ILO hyper-parameters; defaults are ilo:configs/config.yaml unless noted.
 
 
 @dataclass(frozen=True)

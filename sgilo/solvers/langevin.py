@@ -8,14 +8,16 @@
 the MAP). Without projection its stationary law for a Gaussian target N(μ, P⁻¹) is N(μ, (P (I − ηP/2))⁻¹ / β): the mean
 is exact, the covariance carries the usual O(η) ULA bias (checked in tests/test_langevin.py).
 
-``reference`` — the hybrid of the original code (reference-algorithm §3.6-3.7): an Adam step on the data term, then
+``reference`` — the hybrid of the original code (docs/original-code.md#the-sgilo-update): an Adam step on the data
+term, then
 
     x ← Π( x + τ · Δ(x) + ν · u ),   Δ(x) ≈ r² · (β_VP(t_h)/N) · s_θ(x, t_h)
 
 where Δ is the first-order displacement of one hot-sampler step (Euler–Maruyama reverse VP-SDE at t_h in min–max
-normalised units of range r; the tiny VP drift ½β x is dropped, §3.7). Its stationary law is not the posterior; it is
-kept for parity with published numbers. Fixed here: the displacement is evaluated at the post-Adam iterate (the
-reference used the pre-step value, a one-step staleness, §7.7).
+normalised units of range r; the tiny VP drift ½β x is dropped). Its stationary law is not the posterior
+(docs/original-code.md#how-the-update-relates-to-langevin); it is kept for parity with published numbers. Fixed here:
+the displacement is evaluated at the post-Adam iterate (the original used the pre-step value,
+docs/original-code.md#bug-7).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float | 
 
 
 # ----------------------------------------------------------------------------
-# Δ(x) = r² · (β(t_h)/N) · s(x, t_h): first-order hot-sampler displacement in raw units (§3.7), β and N of the VP-SDE.
+# Δ(x) = r² · (β(t_h)/N) · s(x, t_h): first-order hot-sampler displacement in raw units, β and N of the VP-SDE.
 
 
 def hot_displacement(score: Tensor, t_h: float, value_range: float, sde: VPSDE = REFERENCE_SDE) -> Tensor:
@@ -89,7 +91,7 @@ def hot_displacement(score: Tensor, t_h: float, value_range: float, sde: VPSDE =
 
 
 # ----------------------------------------------------------------------------
-# The reference hybrid's post-Adam move: x ← Π(x + τ Δ(x) + ν u) (§3.6).
+# The reference hybrid's post-Adam move: x ← Π(x + τ Δ(x) + ν u) (sgilo:solve_inverse.py).
 
 
 def reference_step(x: Tensor, score: Tensor | None, tau: float, t_h: float, value_range: float, noise_std: float,

@@ -5,12 +5,13 @@ ICML 2017): a proper Gaussian negative log-likelihood instead of the reference's
 
 σ is the operator's noise std. For noiseless problems (σ → 0) the likelihood is a delta and Langevin dynamics would need a
 zero step size, so σ is floored at ``σ_min`` (default 0.05 in [-1, 1] units, roughly the representation error of a
-64×64 StyleGAN-2 on held-out faces): the floor acts as the model-mismatch noise level. Unlike the reference (§7.8) the
-image is not clamped before A, so saturated pixels keep their gradient. The optional perceptual term compares
-pseudo-inverse images A†A x̂ and A†y (the reference's masked "fill" target was not detached, §7.9; here nothing from
-the iterate enters the target), and needs a user-supplied LPIPS callable built from local weights (never downloaded).
+64×64 StyleGAN-2 on held-out faces): the floor acts as the model-mismatch noise level. Unlike the original code
+(docs/original-code.md#bug-8) the image is not clamped before A, so saturated pixels keep their gradient. The optional
+perceptual term compares pseudo-inverse images A†A x̂ and A†y (the original's masked "fill" target was not
+detached, docs/original-code.md#bug-9; here nothing from the iterate enters the target), and needs a
+user-supplied LPIPS callable built from local weights (never downloaded).
 
-GeoCross (Menon et al. 2020, PULSE; reference §1.8) is the optional regulariser of ILO and the SGILO reference: the
+GeoCross (Menon et al. 2020, PULSE.py) is the optional regulariser of ILO and the SGILO reference: the
 mean squared geodesic angle between the w+ rows of one sample, which pulls the rows of w+ towards a single w.
 """
 
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from sgilo.operators.base import LinearOperator
 
-GEOCROSS_SCALE = 512 / 8                 # PULSE's constant (its w_dim 512 over 8), kept so weights transfer (§1.8)
+GEOCROSS_SCALE = 512 / 8                 # PULSE's constant (its w_dim 512 over 8), kept so weights transfer
 GEOCROSS_EPS = 1e-9                      # ILO/PULSE ε (the sgilo reference used 1e-12)
 
 
@@ -104,7 +105,8 @@ class DataFidelity:
 
 
 # ----------------------------------------------------------------------------
-# GeoCross (PULSE, Menon et al. 2020; reference §1.8): (512/8) · mean_{i,j} θ_ij² over all ordered row pairs (i = j too).
+# GeoCross (PULSE, Menon et al. 2020; sgilo:utils.py): (512/8) · mean_{i,j} θ_ij² over all ordered row pairs
+# (i = j too).
 
 
 def geocross(w: Tensor, eps: float = GEOCROSS_EPS) -> Tensor:

@@ -3,9 +3,10 @@ generator split, constraints, a progress-barred step loop with clean stops on no
 
 Layout: N = K·B rows, chain-major (row c·B + b is chain/restart c of image b); every row has its own random stream.
 Round k optimises (z, h_k, trainable noise maps) with h_k the features entering block k; round k+1 starts from
-``advance`` of the final round-k state (exact split, no image jump; the reference dropped the skip image, §1.3).
-Trainable noise rule: in round k the noise maps of blocks k … k + lookahead are trainable (ILO: lookahead 2, §1.5;
-SGILO reference: 0); maps of blocks < k are baked into h_k, later ones stay at their per-row N(0, I) draw.
+``advance`` of the final round-k state (exact split, no image jump; the original dropped the skip image,
+docs/original-code.md#bug-1). Trainable noise rule: in round k the noise maps of blocks k … k + lookahead are trainable
+(ILO: lookahead 2; SGILO original: 0; docs/original-code.md#noise-maps); maps of blocks < k are baked into h_k,
+later ones stay at their per-row N(0, I) draw.
 Only the w+ rows that blocks ≥ k read (rows ≥ 2k − 1) are updated in round k: the other rows no longer affect the image,
 so freezing them makes the Langevin move an exact conditional (Gibbs-style) update.
 Random streams: with per-image ``seeds`` chain c of image b depends only on (seeds[b], c) (`sgilo.solvers.rng`).
@@ -147,7 +148,7 @@ def make_problem(y: Tensor, operator: LinearOperator, G: Generator, fit: Gaussia
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
         raise ValueError(f"y must be a batched measurement tensor [B, ...], got {getattr(y, 'shape', type(y))}")
     if any(p.requires_grad for p in G.parameters()):
-        G = G.freeze()                                                    # solvers never train the generator (§7.18)
+        G = G.freeze()                                                    # never trained (original-code.md#bug-18)
     if generator is not None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
     fitted = fit is None
@@ -278,8 +279,8 @@ def active_rows(synthesis: SynthesisNetwork, k: int, like: Tensor) -> Tensor:
 
 def geocross_penalty(problem: Problem, weight: float) -> Callable[[Iterate], Tensor] | None:
     """Applied to the w+ rows (as PULSE does), not to the Gaussianised z as the reference did, and to exactly the rows
-    ``2k − 1 …`` that blocks ≥ k read: the sgilo reference sliced ``z[:, 2k:]`` and dropped row 2k − 1 (§1.8, §7.5);
-    ILO sliced the batch dimension ``z[2k:]`` so the term was NaN with zero gradient after round 0 (§1.8, §7.5).
+    ``2k − 1 …`` that blocks ≥ k read: the sgilo original sliced ``z[:, 2k:]`` and dropped row 2k − 1; ILO sliced
+    the batch dimension ``z[2k:]`` so the term was NaN with zero gradient after round 0 (docs/original-code.md#bug-5).
     The weight is relative to the mean-squared-error data term as in the reference (mse weight 1), i.e. it is scaled
     by m / (2σ_eff²) to our likelihood units. Returns a callable Iterate → [N]."""
     if not (math.isfinite(weight) and weight >= 0):
@@ -338,7 +339,8 @@ def render_fn(problem: Problem, it: Iterate, names: list[str]) -> Callable[..., 
 
 
 # ----------------------------------------------------------------------------
-# Constraints after a step: ℓ1 balls around the round start (§1.10), then spheres at round-start radii (§1.7).
+# Constraints after a step: ℓ1 balls around the round start (ilo:utils.py), then spheres at round-start radii
+# (PULSE.py).
 
 
 @dataclass

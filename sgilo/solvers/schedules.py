@@ -1,8 +1,9 @@
 """Learning-rate schedules and ℓ1-ball constraints of ILO (Daras et al., ICML 2021), as used by ILO and SGILO.
 
-Reference: reference-algorithm §1.9 (warm-up + cosine schedule) and §1.10 (ℓ1-ball expansion around the previous round's
-solution). Fixed bugs: the LR is not zero at the first step (§7.14), radii lists must have one entry per round (the
-reference raised IndexError in round 4, §1.10), and the ℓ1 step comes before the sphere step so z stays on its sphere.
+Original: ilo:ilo_stylegan.py (warm-up + cosine schedule) and ilo:utils.py (ℓ1-ball expansion around the previous
+round's solution). Fixed bugs (docs/original-code.md#bug-14): the LR is not zero at the first step, radii lists must
+have one entry per round (the original raised IndexError in round 4), and the ℓ1 step comes before the sphere step
+so z stays on its sphere.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor
 
 
 def ilo_lr(i: int, steps: int, lr: float, rampup: float = 0.05, rampdown: float = 0.75) -> float:
-    """LR at step ``i`` of ``steps`` (§1.9). Evaluated at mid-step t = (i + ½)/steps so neither end is exactly 0."""
+    """LR at step ``i`` of ``steps`` (ilo:ilo_stylegan.py). Evaluated at mid-step t = (i + ½)/steps so neither end
+    is exactly 0."""
     t = (i + 0.5) / steps
     ramp_up = min(1.0, t / rampup) if rampup > 0 else 1.0
     ramp_down = 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / rampdown)) if rampdown > 0 else 1.0
@@ -46,7 +48,7 @@ def project_l1_ball(x: Tensor, radius: float) -> Tensor:
 
 
 # ----------------------------------------------------------------------------
-# x ← x₀ + Π_{ℓ1, ε}(x − x₀): the ILO expansion constraint around the round-start value x₀ (§1.10).
+# x ← x₀ + Π_{ℓ1, ε}(x − x₀): the ILO expansion constraint around the round-start value x₀ (ilo:utils.py).
 
 
 def l1_expand(x: Tensor, x0: Tensor, radius: float) -> Tensor:

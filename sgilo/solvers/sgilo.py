@@ -7,12 +7,13 @@ optimising. Two modes (equations in `sgilo.solvers.langevin`):
   v ← Π(v − η_v ∇_v f + η_v λ s_v(v, t_h) + sqrt(2η_v/β) u)  (Eq. 5). Scores: s_z from ``priors['z']`` (fallback: the
   exact N(0, I) score −z of the Gaussianised code), s_h from ``priors[f'h{k}']`` (no prior term when absent), noise maps
   −n (they are N(0, I) by construction). β = inf gives the MAP by projected gradient ascent.
-* ``reference`` — the original hybrid for parity (§3.6): Adam (lr 0.05, constant) on f, then
+* ``reference`` — the original hybrid for parity (docs/original-code.md#the-sgilo-update): Adam (lr 0.05) on f, then
   v ← Π(v + τ Δ(v) + ν u) with the hot-sampler displacement Δ for z (always noised, as in the reference) and for h_k
   when a prior for layer k exists; sgilo noise rule (noises of block k only).
 
-GeoCross (`geocross`, PULSE; reference §1.8) on the w+ rows read by blocks ≥ k: in ``reference`` mode it is part of the
-Adam loss with the reference weight 0.001 (on w rather than z, and without the reference's off-by-one slice, §7.5). In
+GeoCross (`geocross`, PULSE.py) on the w+ rows read by blocks ≥ k: in ``reference`` mode it is part of the Adam
+loss with the original weight 0.001 (on w rather than z, and without the original's off-by-one slice,
+docs/original-code.md#bug-5). In
 ``langevin`` mode its default is 0: a non-zero weight adds g·GeoCross to the potential U, so the chains then sample
 ∝ exp(−f − g·GeoCross) p^λ — a different, non-Bayesian target — instead of the posterior.
 

@@ -128,11 +128,15 @@ def save_image(x: Tensor, path: str | os.PathLike) -> None:
 
 
 def save_image_grid(x: Tensor, path: str | os.PathLike, nrow: int | None = None, pad: int = 2) -> None:
-    """Shapes: x [N, C, H, W] in [-1, 1]; `nrow` images per row (default ⌈√N⌉)."""
+    """Shapes: x [N, C, H, W] in [-1, 1]; `nrow` images per row (default ⌈√N⌉, never more than N). One image is
+    saved as itself, without a border, so it can be fed back as an input image."""
     if x.ndim != 4:
         raise ValueError(f"save_image_grid: expected [N, C, H, W], got {tuple(x.shape)}")
     N, C, H, W = x.shape
-    ncol = nrow or math.ceil(math.sqrt(N))
+    if N == 1:
+        save_image(x[0].clamp(-1, 1), path)
+        return
+    ncol = min(nrow or math.ceil(math.sqrt(N)), N)
     rows = math.ceil(N / ncol)
     grid = x.new_ones(C, rows * (H + pad) + pad, ncol * (W + pad) + pad)  # [C, H', W'] white background
     for i in range(N):
