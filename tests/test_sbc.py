@@ -151,8 +151,6 @@ def test_prepare_out_overwrite_removes_only_our_files(tmp_path):
 
 
 def test_calibrate_cli_conformal(tmp_path, tiny_generator):
-    import json
-
     from click.testing import CliRunner
     from conftest import write_solve_files
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import MaskOperator, masked_problem, write_lpips_weights, write_solve_files
+from conftest import masked_problem, write_lpips_weights, write_solve_files
 
 from sgilo.cli import main
 from sgilo.solvers import csgm, ilo, sgilo

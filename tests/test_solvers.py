@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import MaskOperator, masked_problem
+from conftest import masked_problem
 
 from sgilo.solvers import csgm, ilo, sgilo
 from sgilo.solvers.rounds import begin_round, init_iterate, make_problem, render

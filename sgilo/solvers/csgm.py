@@ -29,9 +29,8 @@ from sgilo.operators.base import LinearOperator
 from sgilo.solvers.ilo import adam_step_factory
 from sgilo.solvers.langevin import check_positive
 from sgilo.solvers.result import Latents, Result
-from sgilo.solvers.rounds import (Constraints, Iterate, add_penalties, check_precision, check_steps, common_diagnostics,
-                                  final_images, geocross_penalty, init_iterate, make_problem, run_rounds, select_rows,
-                                  start_iterate, traces)
+from sgilo.solvers.rounds import (Constraints, Iterate, add_penalties, check_precision, check_steps, geocross_penalty,
+                                  init_iterate, make_problem, restarts_result, run_rounds, start_iterate)
 
 
 # ----------------------------------------------------------------------------
@@ -95,12 +94,4 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     start = init_iterate(problem) if init is None else start_iterate(problem, init, 1)
     it, seconds, stopped = run_rounds(problem, start, (c.steps,), make_step, lookahead, True, "csgm",
                                       f"lower the learning rate lr (now {c.lr})")
-    x, f, state = final_images(problem, it)
-    R, B = c.restarts, problem.batch
-    best = f.reshape(R, B).argmin(0)                                      # [B] restart index per image
-    idx = best * B + torch.arange(B, device=best.device)
-    diag = {"final_data_term": f.reshape(R, B).tolist(), "best_restart": best.tolist(),
-            **common_diagnostics(problem, stopped)}
-    return Result(x_hat=x[idx], samples=None, std=None, z=it.z.detach()[idx], state=select_rows(state, idx),
-                  traces=traces(problem), seconds_per_round=seconds, config=c, diagnostics=diag,
-                  outputs=x.reshape(R, B, *x.shape[1:]))
+    return restarts_result(problem, it, c, seconds, stopped)

@@ -481,6 +481,22 @@ def select_rows(state: IntermediateState, idx: Tensor) -> IntermediateState:
 
 
 # ----------------------------------------------------------------------------
+# Result for R restarts (CSGM, ILO): x_hat = the restart with the lowest data term per image; all R in `outputs`.
+
+
+def restarts_result(problem: Problem, it: Iterate, config, seconds: list[float], stopped: str | None) -> Result:
+    x, f, state = final_images(problem, it)
+    R, B = problem.chains, problem.batch
+    best = f.reshape(R, B).argmin(0)                                      # [B] restart index per image
+    idx = best * B + torch.arange(B, device=best.device)
+    diag = {"final_data_term": f.reshape(R, B).tolist(), "best_restart": best.tolist(),
+            **common_diagnostics(problem, stopped)}
+    return Result(x_hat=x[idx], samples=None, std=None, z=it.z.detach()[idx], state=select_rows(state, idx),
+                  traces=traces(problem), seconds_per_round=seconds, config=config, diagnostics=diag,
+                  outputs=x.reshape(R, B, *x.shape[1:]))                  # [R, B, C, H, W]
+
+
+# ----------------------------------------------------------------------------
 # Result for K chains: samples [K, B, ...], mean, std.
 
 
