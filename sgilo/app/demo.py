@@ -110,10 +110,7 @@ def demo_solvers(preset: str, seed: int, progress: bool) -> dict:
 def interval_metrics(samples, truth, task: str, params: dict, config, model: str, said: set) -> dict:
     """Coverage / width records (raw and calibrated) of SGILO's samples [K, B, C, H, W]; logs each distinct
     calibration line once (``said``). Returns {"metrics": [B dicts], "interval90": {...}}."""
-    from sgilo.app.calibrate import task_preset_name
-
-    name = task_preset_name(task, params, tuple(truth.shape[1:]))
-    cal, line = run_calibration(model, name, config)
+    cal, name, line = run_calibration(model, task, params, tuple(truth.shape[1:]), config)
     if line and line not in said:
         said.add(line)
         log.info(line)

@@ -101,24 +101,29 @@ def score(result, truth, y, operator, lpips=None, task_preset: str | None = None
 
 
 # ----------------------------------------------------------------------------
-# The interval calibration a SGILO run gets: the one stored with the bundled model (only for model 'default'), and the
-# one line that says what it means for this run (None when the calibration applies as fitted).
+# The interval calibration a SGILO run gets: the one stored with the bundled model (only for model 'default'), the
+# bench task preset the run's task is (calibrations are keyed by it; None if none), and the one line that says what
+# it means for this run (None when the calibration applies as fitted).
 
 
-def run_calibration(model: str | Path, task_preset: str | None, config) -> tuple[dict | None, str | None]:
-    from sgilo.app.calibrate import calibration_note
+def run_calibration(model: str | Path, task: str, params: dict, image_shape: tuple[int, int, int],
+                    config) -> tuple[dict | None, str | None, str | None]:
+    """Returns (calibration, task preset name, line)."""
+    from sgilo.app.calibrate import calibration_note, task_preset_name
 
+    task_preset = task_preset_name(task, params, image_shape)
     if str(model) != "default":
-        return None, (f"intervals are uncalibrated: the interval calibration is fitted for the bundled model, not "
-                      f"{model} (coverage is reported raw)")
+        return None, task_preset, (f"intervals are uncalibrated: the interval calibration is fitted for the bundled "
+                                   f"model, not {model} (coverage is reported raw)")
     cal = load_calibration("utkface64")
     if cal is None:
-        return None, ("intervals are uncalibrated: no interval calibration ships with the bundled model (coverage is "
-                      "reported raw; `sgilo calibrate --conformal` fits one)")
+        return None, task_preset, ("intervals are uncalibrated: no interval calibration ships with the bundled model "
+                                   "(coverage is reported raw; `sgilo calibrate --conformal` fits one)")
     if task_preset is None or task_preset not in cal.get("tasks", {}):
         what = "this task is not a bench task preset" if task_preset is None else f"it has no task {task_preset!r}"
-        return cal, f"intervals are uncalibrated: {what} in the interval calibration (coverage is reported raw)"
-    return cal, calibration_note(cal, config)
+        return cal, task_preset, (f"intervals are uncalibrated: {what} in the interval calibration (coverage is "
+                                  "reported raw)")
+    return cal, task_preset, calibration_note(cal, config)
 
 
 # ----------------------------------------------------------------------------
@@ -186,9 +191,8 @@ def solve_image(image: str | Path, make_operator, solver: str, config, out: str 
     y = operator.measure(truth, generator=torch.Generator(device=device).manual_seed(seed))
     cal, preset_name = None, None
     if entry.samples and getattr(config, "chains", 1) >= 2:
-        from sgilo.app.calibrate import task_preset_name
-        preset_name = task_preset_name((task or {}).get("task", ""), task or {}, tuple(truth.shape[1:]))
-        cal, line = run_calibration(model, preset_name, config)
+        cal, preset_name, line = run_calibration(model, (task or {}).get("task", ""), task or {},
+                                                 tuple(truth.shape[1:]), config)
         if line:
             log.info(line)
     t0 = time.perf_counter()

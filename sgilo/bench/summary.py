@@ -207,7 +207,7 @@ def markdown(summary: dict, records: list[dict], solvers: tuple[str, ...], descr
 
 
 # ----------------------------------------------------------------------------
-# Posterior samplers: coverage raw / calibrated beside the mean interval width, diversity, R̂, modes.
+# ILO − CSGM, paired (ILO contains CSGM as its round 0).
 
 
 def baseline_section(summary: dict) -> list[str]:
@@ -221,6 +221,10 @@ def baseline_section(summary: dict) -> list[str]:
         gains = [v.get(f"{m}_gain_over_csgm") for m, _ in ESTIMATES]
         lines.append(f"| {t} | {v['psnr_gain_over_csgm']['n']} | {' | '.join(fmt(g) for g in gains)} |")
     return lines + [""]
+
+
+# ----------------------------------------------------------------------------
+# Posterior samplers: coverage raw / calibrated beside the mean interval width, diversity, R̂, modes.
 
 
 def sampler_section(summary: dict, solvers: tuple[str, ...]) -> list[str]:
