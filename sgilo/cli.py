@@ -156,7 +156,7 @@ def bench_speed_cmd(out, quick, device, steps, threads):
 @click.option("--task", required=True, help="Operator name (inpaint-random, superres, cs-gaussian, ...).")
 @click.option("--param", "params", multiple=True, help="Task parameter NAME=VALUE (repeatable), e.g. observed=0.05.")
 @click.option("--solver", required=True, type=click.Choice(["csgm", "csgm-noise", "ilo", "sgilo", "sgilo-gauss",
-                                                            "sgilo-map", "sgilo-z"]))
+                                                            "sgilo-pca", "sgilo-map", "sgilo-z"]))
 @click.option("--grid", default="{}", show_default=True,
               help='JSON {field: [values]} of solver-config overrides, e.g. \'{"eta": [1e-5, 3e-5]}\'.')
 @click.option("--n-images", default=4, show_default=True, type=click.IntRange(min=1), help="train/ images.")
@@ -295,11 +295,12 @@ def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, 
 
 
 @main.command("train-score")
-@click.option("--latents", required=True, type=click.Path(exists=True, file_okay=False), help="Latent data set folder.")
+@click.option("--latents", required=True, help="Latent data set folder; several (e.g. synthetic,inverted): comma-separated.")
 @click.option("--target", type=click.Choice(["z", "h"]), default="z", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder; the prior is OUT/prior.*")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
-@click.option("--steps", default=20000, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=20000, show_default=True, type=click.IntRange(min=0),
+              help="Optimisation steps; 0 exports the skip alone (with --structured-rank: the PCA Gaussian prior).")
 @click.option("--batch", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=3e-4, show_default=True, type=float)
 @click.option("--ema-decay", default=0.999, show_default=True, type=float)
@@ -312,12 +313,16 @@ def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, 
 @click.option("--t-sampling", type=click.Choice(["mixed", "uniform"]), default="mixed", show_default=True,
               help="t ~ U(eps, 1) ('uniform') or half log-uniform ('mixed': more small-t samples).")
 @click.option("--no-gaussian-skip", is_flag=True, help="Plain ε-network (no σ(t)·u skip; the reference's form).")
+@click.option("--structured-rank", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Skip = a rank-r PCA Gaussian of the latents (exact ε of it), the network learns the rest; 0 = "
+                   "the per-feature skip σ(t)·u.")
 @click.option("--ckpt-every", default=1000, show_default=True)
 @click.option("--ckpt-minutes", default=10.0, show_default=True)
 @click.option("--fp32-export", is_flag=True, help="Export fp32 weights (default fp16).")
 @click.option("--seed", default=0, show_default=True)
 def train_score_cmd(latents, target, out, resume, steps, batch, lr, ema_decay, d_model, depth, heads, patch, scaler,
-                    likelihood_weighting, t_sampling, no_gaussian_skip, ckpt_every, ckpt_minutes, fp32_export, seed):
+                    likelihood_weighting, t_sampling, no_gaussian_skip, structured_rank, ckpt_every, ckpt_minutes,
+                    fp32_export, seed):
     """Train a latent score prior by denoising score matching (VP-SDE); works under torchrun. Example:
     sgilo train-score --latents ~/latents/h2 --target h --out ~/runs/prior_h2 --steps 20000 --resume"""
     from sgilo.training.ddp import cleanup
@@ -325,7 +330,7 @@ def train_score_cmd(latents, target, out, resume, steps, batch, lr, ema_decay, d
     cfg = ScoreTrainConfig(latents=latents, out=out, target=target, steps=steps, batch=batch, lr=lr,
                            ema_decay=ema_decay, d_model=d_model, depth=depth, heads=heads, patch=patch, scaler=scaler,
                            likelihood_weighting=likelihood_weighting, t_sampling=t_sampling,
-                           gaussian_skip=not no_gaussian_skip, ckpt_every=ckpt_every,
+                           gaussian_skip=not no_gaussian_skip, structured_rank=structured_rank, ckpt_every=ckpt_every,
                            ckpt_minutes=ckpt_minutes, export_fp16=not fp32_export, seed=seed)
     stem = train(cfg, resume=resume)
     cleanup()

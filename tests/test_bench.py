@@ -131,6 +131,11 @@ def test_run_is_batched_resumable_and_summarised(tiny, monkeypatch):
     assert [r["metrics"] for r in again] == [r["metrics"] for r in recs]
     with pytest.raises(ValueError, match="different preset"):
         run_bench(BenchConfig(**{**cfg.__dict__, "preset": "quick"}), "cpu", models=models)
+    # Another task into the same folder: the summary covers both (it used to keep only the last run's tasks).
+    run_bench(BenchConfig(**{**cfg.__dict__, "tasks": ("denoise-0.2",)}), "cpu", models=models)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"inpaint-random-10", "denoise-0.2"} <= set(summary)
+    assert "| inpaint-random-10 | 3 |" in (out / "summary.md").read_text()
 
 
 def write_calibration(path: Path, task: str, scales: dict[str, float]) -> Path:

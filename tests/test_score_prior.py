@@ -182,31 +182,36 @@ def test_dsm_mixed_t_sampling_puts_mass_at_small_t():
         dsm_loss(eps_fn("x"), VPSDE(), x0, t_sampling="beta")
 
 
-# The skip moved from the network into the prior wrapper: the bundled priors (whose files still carry the flag and
-# the β range in the network config) load and give the scores of the old formula
+# The skip moved from the network into the prior wrapper: prior files of the old form (the flag and the β range in the
+# network config, as the former bundled transformer priors were written) load and give the scores of the old formula
 # s = −(F_θ(u, t) + σ_net(t)·u) / σ(t) / scale, with σ_net from the β range stored in the network config.
 
 
-@pytest.mark.parametrize("name", ["z", "h1", "h2"])
-def test_bundled_priors_keep_their_scores_after_moving_the_skip(name):
+def test_legacy_prior_files_keep_their_scores_after_moving_the_skip(tmp_path):
     import json
 
-    from sgilo.priors.io import MODELS_DIR, bundled_prior_available
-    if not bundled_prior_available(name):
-        pytest.skip(f"bundled prior {name} not in this checkout")
-    prior = load_prior(name)
-    stored = json.loads((MODELS_DIR / f"prior_{name}.json").read_text())["config"]["net"]
-    assert prior.gaussian_skip == stored.get("gaussian_skip", False) and "gaussian_skip" not in prior.net.cfg.to_dict()
+    from sgilo.priors.io import save_prior
+    prior = make_prior("h", (6, 4, 4), 1)
+    prior.gaussian_skip = True
+    save_prior(tmp_path / "p", prior)
+    meta = json.loads((tmp_path / "p.json").read_text())
+    cfg = meta["config"]
+    for k in ("kind", "latent_shape", "structured"):
+        cfg.pop(k, None)
+    cfg["net"].update({"gaussian_skip": cfg.pop("gaussian_skip"), "beta_min": 0.1, "beta_max": 20.0})
+    (tmp_path / "p.json").write_text(json.dumps(meta))
+    loaded = load_prior(tmp_path / "p")
+    stored = cfg["net"]
+    assert loaded.gaussian_skip and "gaussian_skip" not in loaded.net.cfg.to_dict()
     g = torch.Generator().manual_seed(0)
-    x = prior.scaler.denormalize(torch.randn(3, *prior.latent_shape, generator=g))
+    x = loaded.scaler.denormalize(torch.randn(3, *loaded.latent_shape, generator=g))
     t = torch.tensor([0.01, 0.3, 0.9])
-    u = prior.scaler.normalize(x)
-    sigma_net = VPSDE(stored.get("beta_min", 0.1), stored.get("beta_max", 20.0)).marginal_std(t).float()
-    eps_old = prior.net(u, t) + (sigma_net.reshape(-1, *[1] * (u.ndim - 1)) * u if stored.get("gaussian_skip") else 0)
-    old = eps_to_score(eps_old, prior.sde.marginal_std(t)) / prior.scaler.scale
-    new = prior.score(x, t)
-    assert float((new - old).abs().max()) < 1e-5
-    assert not torch.allclose(prior.net(u, t), prior.eps(u, t))          # the network alone no longer has the skip
+    u = loaded.scaler.normalize(x)
+    sigma_net = VPSDE(stored["beta_min"], stored["beta_max"]).marginal_std(t).float()
+    eps_old = loaded.net(u, t) + sigma_net.reshape(-1, *[1] * (u.ndim - 1)) * u
+    old = eps_to_score(eps_old, loaded.sde.marginal_std(t)) / loaded.scaler.scale
+    assert float((loaded.score(x, t) - old).abs().max()) < 1e-5
+    assert not torch.allclose(loaded.net(u, t), loaded.eps(u, t))        # the network alone no longer has the skip
 
 
 def test_legacy_prior_config_with_a_different_beta_range_is_refused():

@@ -126,3 +126,33 @@ def test_naturalize_noisy_start_changes_the_image():
     assert not torch.allclose(before, after)
     with pytest.raises(ValueError, match="naturalize start"):
         naturalize_pairs(G, fit, prior, 1, None, start="zeros")
+
+
+# ----------------------------------------------------------------------------
+# --structured-rank: the PCA Gaussian skip is fitted on the training latents; --steps 0 exports it without a network
+# (its score is the exact −C_t⁻¹u / s of the fitted covariance); a trained network adds to it; several latent folders
+# are concatenated.
+
+
+def test_structured_skip_export_and_training(tmp_path, latents):
+    from sgilo.priors.score import LatentPrior
+    g0 = ScoreTrainConfig(latents=f"{latents},{latents}", out=str(tmp_path / "g"), target="h", steps=0,
+                          structured_rank=8, **TINY)
+    prior = load_prior(train(g0, progress=False))
+    assert prior.net is None and prior.structured.rank == 8
+    assert json.loads((tmp_path / "g" / "log.json").read_text())["n_latents"] == 128     # both folders
+    x = prior.scaler.denormalize(torch.randn(3, *prior.latent_shape, generator=torch.Generator().manual_seed(0)))
+    u = prior.scaler.normalize(x)
+    lr = prior.structured
+    a2 = float(torch.exp(2 * prior.sde.log_alpha(torch.tensor(0.05))))
+    s2 = float(prior.sde.marginal_std(torch.tensor(0.05)) ** 2)
+    want = -lr.apply(u, torch.reciprocal, a2, s2) / prior.scaler.scale
+    torch.testing.assert_close(prior.score(x, 0.05), want, rtol=2e-3, atol=1e-4)
+    net = ScoreTrainConfig(latents=str(latents), out=str(tmp_path / "n"), target="h", steps=10, structured_rank=8,
+                           **TINY)
+    trained = load_prior(train(net, progress=False))
+    assert trained.net is not None and trained.structured.rank == 8
+    assert isinstance(trained.gaussian_part(), LatentPrior) and trained.gaussian_part().net is None
+    with pytest.raises(ValueError, match="standard"):
+        train(ScoreTrainConfig(latents=str(latents), out=str(tmp_path / "m"), target="h", steps=0, structured_rank=8,
+                               scaler="minmax", **TINY), progress=False)

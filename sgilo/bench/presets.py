@@ -131,7 +131,7 @@ class BenchSolver:
     base: str                                    # registry solver name (`sgilo.solvers.registry`) or 'lasso'
     variables: str                               # what it optimises / samples, under which constraints
     config: Callable = staticmethod(lambda c: c)  # base config of the preset → this solver's config
-    priors: str = "learned"                      # 'learned' (loaded), 'gauss' (per-feature Gaussians), 'none'
+    priors: str = "learned"                      # 'learned', 'gauss' (per-feature Gaussians), 'pca' (skips), 'none'
 
 
 BENCH_SOLVERS: dict[str, BenchSolver] = {s.name: s for s in (
@@ -142,9 +142,12 @@ BENCH_SOLVERS: dict[str, BenchSolver] = {s.name: s for s in (
     BenchSolver("ilo", "ilo", "round k: z rows read by blocks >= k, h_k and the noise maps of blocks k..k+2, Adam; "
                 "z rows and noise maps sphere-projected, h_k in an l1 ball around its round start (rounds >= 1)"),
     BenchSolver("sgilo", "sgilo", "round k: Langevin on z rows read by blocks >= k, h_k and the noise maps of block k; "
-                "learned score priors for z and h_k; z rows and noise maps sphere-projected"),
+                "the loaded score priors for h_k (bundled: PCA Gaussians, steps preconditioned by their covariance) "
+                "and z (none bundled: the exact N(0, I) score); z rows and noise maps sphere-projected"),
     BenchSolver("sgilo-gauss", "sgilo", "as sgilo, with the exact N(0, I) score for z and a per-feature Gaussian score "
                 "for h_k (mean and variance of the prior's normalisation statistics)", priors="gauss"),
+    BenchSolver("sgilo-pca", "sgilo", "as sgilo, each learned prior replaced by its Gaussian part (the PCA Gaussian "
+                "skip of a structured prior, the per-feature one otherwise), without the network", priors="pca"),
     BenchSolver("sgilo-map", "sgilo", "as sgilo with beta = inf (no injected noise: projected gradient MAP)",
                 lambda c: replace(c, beta=math.inf)),
     BenchSolver("sgilo-z", "sgilo", "as sgilo, round k = 0 only (z and the noise maps of block 0), learned z prior",

@@ -116,7 +116,8 @@ def solver_configs(cfg: BenchConfig) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------
 # The priors a bench solver runs with: the loaded ones, or their Gaussian counterparts (`sgilo-gauss`: the exact
-# N(0, I) score for z, a per-feature Gaussian of each h_k prior's normalisation statistics; `sgilo.priors.gaussian`).
+# N(0, I) score for z, a per-feature Gaussian of each h_k prior's normalisation statistics; `sgilo.priors.gaussian`),
+# or their Gaussian parts without the network (`sgilo-pca`: a prior's PCA skip, `LatentPrior.gaussian_part`).
 
 
 def solver_priors(kind: str, priors: dict, cache: dict) -> dict:
@@ -124,10 +125,15 @@ def solver_priors(kind: str, priors: dict, cache: dict) -> dict:
         return priors
     if kind == "none":
         return {}
-    if "gauss" not in cache:
+    if kind not in cache:
         from sgilo.priors.gaussian import gaussian_priors
-        cache["gauss"] = gaussian_priors(priors)
-    return cache["gauss"]
+        if kind == "gauss":
+            cache[kind] = gaussian_priors(priors)
+        elif kind == "pca":
+            cache[kind] = {n: (p.gaussian_part() if hasattr(p, "gaussian_part") else p) for n, p in priors.items()}
+        else:
+            raise ValueError(f"bench solver priors: expected 'learned', 'gauss', 'pca' or 'none', got {kind!r}")
+    return cache[kind]
 
 
 # ----------------------------------------------------------------------------
@@ -305,6 +311,18 @@ def merge_results(out: Path, task_order: tuple[str, ...]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------
+# Every task of a folder (config.json merges the task lists of its runs) that has records: a run on more tasks
+# summarises the earlier ones too instead of overwriting the summary with its own tasks only.
+
+
+def folder_tasks(out: Path, tasks: tuple[str, ...], records: list[dict]) -> tuple[str, ...]:
+    path = out / "config.json"
+    known = json.loads(path.read_text()).get("tasks", []) if path.is_file() else []
+    present = {r["task"] for r in records}
+    return tuple(t for t in dict.fromkeys([*known, *tasks]) if t in present or t in tasks)
+
+
+# ----------------------------------------------------------------------------
 # Write config.json, or refuse to resume a folder made with a different fixed configuration.
 
 
@@ -404,7 +422,7 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
         return None
     wait_for_ranks(parts, world, token)
     records = merge_results(out, cfg.tasks)
-    write_summary(out, records, cfg.tasks, cfg.solvers, figures=cfg.figures,
+    write_summary(out, records, folder_tasks(out, cfg.tasks, records), cfg.solvers, figures=cfg.figures,
                   described={s: BENCH_SOLVERS[s].variables for s in cfg.solvers})
     return records
 

@@ -72,6 +72,12 @@ class GaussianPrior(nn.Module):
         assert_shape(x, [None, *self.latent_shape], "GaussianPrior input")
         return -(x - self.mean) / self.variance(t, x)
 
+    # Langevin preconditioner R = diag(s) (R Rᵀ = the data covariance), as `LatentPrior.precond_sqrt`.
+    def precond_sqrt(self, v: Tensor) -> Tensor:
+        return v * self.std
+
+    precond_sqrt_t = precond_sqrt
+
 
 # ----------------------------------------------------------------------------
 # The Gaussian counterparts of a set of priors: exact N(0, I) for 'z', GaussianPrior.like for every 'h{k}'.

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from sgilo.checkpoints import load_model, load_state_dict_strict, model_paths, save_model
+from sgilo.priors.lowrank import LowRankGaussian
 from sgilo.priors.scaling import LatentScaler
 from sgilo.priors.score import LatentPrior, read_prior_config
 from sgilo.priors.score_net import LatentScoreNet
@@ -73,10 +74,14 @@ def bundled_prior_available(name: str) -> bool:
 
 def save_prior(path: str | os.PathLike, prior: LatentPrior, dtype: torch.dtype | None = None,
                extra: dict | None = None) -> tuple[Path, Path]:
-    params = {f"net.{k}" for k, _ in prior.net.named_parameters()}
+    """``dtype`` applies to the network's parameters and the low-rank skip's basis (eigenvalues stay fp32)."""
+    params = {f"net.{k}" for k, _ in prior.net.named_parameters()} if prior.net is not None else set()
+    params |= {"structured.basis"} if prior.structured is not None else set()
     sd = {k: (v.to(dtype) if dtype is not None and k in params else v) for k, v in prior.state_dict().items()}
-    config = {"net": prior.net.cfg.to_dict(), "sde": prior.sde.to_dict(), "scaler_mode": prior.scaler.mode,
-              "layer": prior.layer, "gaussian_skip": prior.gaussian_skip}
+    config = {"net": None if prior.net is None else prior.net.cfg.to_dict(), "sde": prior.sde.to_dict(),
+              "scaler_mode": prior.scaler.mode, "layer": prior.layer, "gaussian_skip": prior.gaussian_skip,
+              "kind": prior.kind, "latent_shape": list(prior.latent_shape),
+              "structured": None if prior.structured is None else {"rank": prior.structured.rank}}
     return save_model(path, "prior", config, sd, extra=extra)
 
 
@@ -87,10 +92,17 @@ def save_prior(path: str | os.PathLike, prior: LatentPrior, dtype: torch.dtype |
 def load_prior(name_or_path: str | os.PathLike, device: torch.device | str | None = None) -> LatentPrior:
     path = resolve_prior(name_or_path)
     config, sd, _ = load_model(path, "prior")
-    net_cfg, gaussian_skip = read_prior_config(config)
-    net = LatentScoreNet(net_cfg)
-    scaler = LatentScaler(net.cfg.latent_shape, config["scaler_mode"])
-    prior = LatentPrior(net, VPSDE(**config["sde"]), scaler, layer=int(config["layer"]), gaussian_skip=gaussian_skip)
-    load_state_dict_strict(prior, sd, str(path))
+    if config.get("net") is not None:
+        net_cfg, gaussian_skip = read_prior_config(config)
+        net, shape, kind = LatentScoreNet(net_cfg), net_cfg.latent_shape, net_cfg.kind
+    else:
+        net, gaussian_skip = None, bool(config.get("gaussian_skip", True))
+        shape, kind = tuple(config["latent_shape"]), config["kind"]
+    scaler = LatentScaler(tuple(shape), config["scaler_mode"])
+    structured = config.get("structured")
+    structured = LowRankGaussian(tuple(shape), int(structured["rank"])) if structured else None
+    prior = LatentPrior(net, VPSDE(**config["sde"]), scaler, layer=int(config["layer"]), gaussian_skip=gaussian_skip,
+                        structured=structured, kind=kind)
+    load_state_dict_strict(prior, {k: v.float() if k == "structured.basis" else v for k, v in sd.items()}, str(path))
     prior = prior.eval().requires_grad_(False)
     return prior.to(device) if device is not None else prior

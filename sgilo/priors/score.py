@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from sgilo.priors import samplers
+from sgilo.priors.lowrank import LowRankGaussian
 from sgilo.priors.scaling import LatentScaler
 from sgilo.priors.score_net import LatentScoreNet, ScoreNetConfig
 from sgilo.priors.sde import VPSDE, as_time
@@ -75,25 +76,42 @@ class LatentPrior(nn.Module):
         scaler: normalisation statistics of the training latents.
         layer: split layer k of the generator the h-prior belongs to (0 for z).
         gaussian_skip: ε̂ = σ(t)·u + F_θ(u, t) (see the module docstring) instead of ε̂ = F_θ(u, t).
+        structured: a `LowRankGaussian` of the normalised latents; when given, the skip is its exact ε-prediction
+            σ C_t⁻¹ u instead of σ·u (`sgilo.priors.lowrank`), and it preconditions Langevin steps (`precond_sqrt`).
+        net None: no network, ε̂ = the skip alone (the Gaussian part of a prior, ablation 'sgilo-pca'); then ``kind``
+            ('z' or 'h') must be given.
     """
 
-    def __init__(self, net: LatentScoreNet, sde: VPSDE, scaler: LatentScaler, layer: int = 0,
-                 gaussian_skip: bool = False) -> None:
+    def __init__(self, net: LatentScoreNet | None, sde: VPSDE, scaler: LatentScaler, layer: int = 0,
+                 gaussian_skip: bool = False, structured: LowRankGaussian | None = None,
+                 kind: str | None = None) -> None:
         super().__init__()
-        if tuple(scaler.latent_shape) != net.cfg.latent_shape:
+        kind = net.cfg.kind if net is not None else kind
+        if kind not in ("z", "h"):
+            raise ValueError(f"prior kind must be 'z' or 'h', got {kind!r}")
+        if net is not None and tuple(scaler.latent_shape) != net.cfg.latent_shape:
             raise ValueError(f"scaler shape {scaler.latent_shape} does not match network shape {net.cfg.latent_shape}")
-        if (net.cfg.kind == "z") != (layer == 0):
-            need = "0" if net.cfg.kind == "z" else ">= 1"
-            raise ValueError(f"a '{net.cfg.kind}' prior needs layer {need}, got {layer}")
-        self.net, self.sde, self.scaler = net, sde, scaler
-        self.kind: str = net.cfg.kind
+        if structured is not None and tuple(structured.latent_shape) != tuple(scaler.latent_shape):
+            raise ValueError(f"structured skip shape {structured.latent_shape} does not match the scaler's "
+                             f"{scaler.latent_shape}")
+        if net is None and not (gaussian_skip or structured is not None):
+            raise ValueError("a prior without a network needs a skip (gaussian_skip or structured)")
+        if (kind == "z") != (layer == 0):
+            need = "0" if kind == "z" else ">= 1"
+            raise ValueError(f"a '{kind}' prior needs layer {need}, got {layer}")
+        self.net, self.sde, self.scaler, self.structured = net, sde, scaler, structured
+        self.kind: str = kind
         self.layer: int = int(layer)
-        self.latent_shape: tuple = net.cfg.latent_shape
-        self.gaussian_skip: bool = bool(gaussian_skip)
+        self.latent_shape: tuple = tuple(scaler.latent_shape)
+        self.gaussian_skip: bool = bool(gaussian_skip or structured is not None)
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, layer={self.layer}, latent_shape={self.latent_shape}, sde={self.sde}, "
-                f"gaussian_skip={self.gaussian_skip}")
+                f"gaussian_skip={self.gaussian_skip}, network={self.net is not None}")
+
+    def gaussian_part(self) -> LatentPrior:
+        """The same prior without its network: ε̂ = the skip alone (per-feature or low-rank Gaussian)."""
+        return LatentPrior(None, self.sde, self.scaler, self.layer, True, self.structured, self.kind)
 
     def _check(self, x: Tensor) -> None:
         assert_shape(x, [None, *self.latent_shape], f"{self.kind}-prior input")
@@ -101,8 +119,24 @@ class LatentPrior(nn.Module):
     # ε̂(u, t) = [σ(t)·u +] F_θ(u, t) on normalised latents.
     def eps(self, u: Tensor, t: float | Tensor) -> Tensor:
         tt = as_time(t, u.shape[0], u.device).to(u.dtype)
+        if self.structured is not None:
+            skip = self.structured.eps(self.sde, u, tt)
+        else:
+            skip = gaussian_skip_eps(self.sde, u, tt) if self.gaussian_skip else None
+        if self.net is None:
+            return skip
         out = self.net(u, tt)
-        return out + gaussian_skip_eps(self.sde, u, tt) if self.gaussian_skip else out
+        return out if skip is None else out + skip
+
+    # Langevin preconditioner R with R Rᵀ = S C S, the raw-unit covariance of the training latents (S = diag(scale);
+    # C = I for the per-feature skip, the low-rank Gaussian's C otherwise): R v = S C^½ v and Rᵀ g = C^½ S g.
+    def precond_sqrt(self, v: Tensor) -> Tensor:
+        w = v if self.structured is None else self.structured.sqrt_cov(v)
+        return w * self.scaler.scale
+
+    def precond_sqrt_t(self, g: Tensor) -> Tensor:
+        w = g * self.scaler.scale
+        return w if self.structured is None else self.structured.sqrt_cov(w)
 
     # ∇_u log p_t(u) on normalised latents (diffusion space of the samplers).
     def score_normalized(self, u: Tensor, t: float | Tensor) -> Tensor:

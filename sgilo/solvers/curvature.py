@@ -74,7 +74,7 @@ def prior_hessian_product(score: Callable[[Tensor], Tensor], v: Tensor, t: Tenso
 def preconditioned_curvature(image_of: Callable[..., Tensor], primals: Sequence[Tensor], etas: Sequence[float],
                              fidelity: DataFidelity, start: Sequence[Tensor], iters: int = 3,
                              priors: Sequence[Callable[[Tensor, Tensor], Tensor] | None] | None = None,
-                             on_reverse: Callable[[], None] | None = None) -> Tensor:
+                             on_reverse: Callable[[], None] | None = None, preconds: Sequence | None = None) -> Tensor:
     """Args:
         image_of: (v_1, …, v_G) → image [N, C, H, W], differentiable (forward and reverse mode) in every v_g.
         primals: the iterate's variables v_g [N, ...]; etas: their step sizes η_g > 0.
@@ -83,6 +83,8 @@ def preconditioned_curvature(image_of: Callable[..., Tensor], primals: Sequence[
         priors: per variable, None or a callable (v, t) ↦ P·t, the prior's Hessian product (`prior_hessian_product`).
         on_reverse: called once per reverse pass Jᵀ·r through the stored VJP (NFE counting; `image_of` counts the
             forward passes itself). An estimate runs 1 + iters forwards (VJP primal, JVPs) and iters − 1 reverse passes.
+        preconds: per variable, None or a preconditioner R (``precond_sqrt``, ``precond_sqrt_t``; `langevin_step`):
+            that variable's block of D^½ becomes η^½ R, so ρ is the curvature of the preconditioned step.
     Returns ρ [N] (≥ 0): a lower estimate of the largest preconditioned curvature of each row.
     """
     if iters < 1:
@@ -90,12 +92,15 @@ def preconditioned_curvature(image_of: Callable[..., Tensor], primals: Sequence[
     primals = tuple(p.detach() for p in primals)
     priors = list(priors) if priors is not None else [None] * len(primals)
     scale = [float(e) ** 0.5 for e in etas]
-    u = [s.detach().clone() for s in start]
+    pre = list(preconds) if preconds is not None else [None] * len(primals)
+    fwd = [(lambda v: v) if R is None else R.precond_sqrt for R in pre]          # R
+    bwd = [(lambda g: g) if R is None else R.precond_sqrt_t for R in pre]        # Rᵀ
+    u = [b(s.detach()).clone() for b, s in zip(bwd, start, strict=True)]
     _, vjp_fn = torch.func.vjp(image_of, *primals)
     rho = torch.zeros(primals[0].shape[0], device=primals[0].device)
     for i in range(iters):
         norm = _row_sq(u).sqrt().clamp_min(1e-30)
-        t = tuple(s * ui / append_dims(norm, ui.ndim) for s, ui in zip(scale, u, strict=True))      # D^½ û
+        t = tuple(s * f(ui / append_dims(norm, ui.ndim)) for s, f, ui in zip(scale, fwd, u, strict=True))  # D^½ û
         _, jt = torch.func.jvp(image_of, primals, t)                                               # J D^½ û
         ata, quad = fidelity.normal_product(jt)                                                    # AᵀA J t / σ²
         pt = [torch.zeros_like(ti) if P is None else P(v, ti) for P, v, ti in zip(priors, primals, t, strict=True)]
@@ -103,7 +108,7 @@ def preconditioned_curvature(image_of: Callable[..., Tensor], primals: Sequence[
         if i + 1 < iters:
             if on_reverse is not None:
                 on_reverse()
-            u = [s * (g + q) for s, g, q in zip(scale, vjp_fn(ata), pt, strict=True)]             # D^½ (M+P) D^½ û
+            u = [s * b(g + q) for s, b, g, q in zip(scale, bwd, vjp_fn(ata), pt, strict=True)]    # D^½ᵀ (M+P) D^½ û
     return rho.detach().clamp_min(0.0)
 
 

@@ -53,8 +53,11 @@ def check_positive(value: float, name: str, allow_inf: bool = False) -> float:
 
 def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float | Tensor, lam: float = 1.0,
                   beta: float = 1.0, generator: StackedGenerator | torch.Generator | None = None,
-                  project: Callable[[Tensor], Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
-    """x' = Π(x − η∇f(x) + ηλ s(x) + sqrt(2η/β) u).
+                  project: Callable[[Tensor], Tensor] | None = None, mask: Tensor | None = None,
+                  precond=None) -> Tensor:
+    """x' = Π(x − η∇f(x) + ηλ s(x) + sqrt(2η/β) u), or with a preconditioner R (``precond``):
+    x' = Π(x + η R Rᵀ (λ s(x) − ∇f(x)) + sqrt(2η/β) R u) — the same stationary law for any constant invertible R
+    (preconditioned Langevin; Roberts & Stramer, Methodol. Comput. Appl. Probab. 2002).
 
     Args:
         x: current iterate [N, ...]; grad_f: ∇f(x), same shape; score: s(x) = ∇ log p(x) or None (no prior).
@@ -62,6 +65,8 @@ def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float | 
             ULA step for that chain); lam: prior weight λ ≥ 0; beta: inverse temperature β > 0 (inf = MAP, no noise).
         generator: per-row generators (or one generator) for u; project: Π (identity if None);
         mask: optional {0,1} tensor broadcastable to x; rows with 0 are left unchanged (conditional update).
+        precond: None or an object with ``precond_sqrt`` (v ↦ R v) and ``precond_sqrt_t`` (g ↦ Rᵀ g), e.g. the
+            variable's prior (`sgilo.priors.score.LatentPrior`), R Rᵀ its training latents' covariance.
     Shapes: all tensors [N, ...]; returns [N, ...].
     """
     if isinstance(eta, Tensor):
@@ -73,9 +78,12 @@ def langevin_step(x: Tensor, grad_f: Tensor, score: Tensor | None, eta: float | 
         check_positive(eta, "step size eta")
     check_positive(beta, "inverse temperature beta", allow_inf=True)
     drift = -grad_f if score is None or lam == 0 else lam * score - grad_f
+    if precond is not None:
+        drift = precond.precond_sqrt(precond.precond_sqrt_t(drift))            # R Rᵀ (λ s − ∇f)
     dx = eta * drift
     if not math.isinf(beta):
-        dx = dx + (2 * eta / beta) ** 0.5 * randn_like(x, generator)
+        u = randn_like(x, generator)
+        dx = dx + (2 * eta / beta) ** 0.5 * (u if precond is None else precond.precond_sqrt(u))
     if mask is not None:
         dx = dx * mask
     x_new = x + dx

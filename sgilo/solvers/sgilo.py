@@ -37,6 +37,11 @@ geometrically from σ_eff = max(σ, σ_min) to the operator's σ over the last r
 so the curvature control's ρ is scaled by σ_0²/σ_i² and its factor min(1, κ/ρ) recomputed (without the control every
 step scales by σ_i²/σ_0²), and the bound still holds.
 
+Preconditioning (``precondition=True``, issue 16): h_k's steps use R Rᵀ = the covariance of its prior's training
+latents (`sgilo.priors.lowrank`: x ← x + η R Rᵀ ∇ log π + sqrt(2η) R u, same stationary law; Roberts & Stramer 2002),
+so η_h is in units of that covariance and the prior's curvature is ≈ 1 along every direction of h_k; the curvature
+control then measures ρ of the preconditioned step.
+
 The langevin-mode solve is one loop, `solve` → `sgilo_step` → `langevin_step` (Eq. 5): read `solve` top to bottom.
 NFE: ``diagnostics['nfe']`` counts generator-tail evaluations per image (`sgilo.solvers.rounds`).
 """
@@ -138,6 +143,7 @@ class SGILOConfig:
     t_h: float = 0.01                       # Diffusion time of the score s_θ(·, t_h) (reference hot time 0.01).
     t_schedule: tuple[float, float] | None = None   # (t_max, t_min): geometric score time per round (None: t_h).
     sigma_anneal: bool = False              # Last round: σ from σ_eff down to the operator's σ (none if σ = 0).
+    precondition: bool = False              # h_k steps preconditioned by its prior's covariance (R Rᵀ; issue 16).
     guard: BlowupGuard = BlowupGuard()      # langevin mode: per-chain roll-back and step halving on blow-ups.
     reference: ReferenceOptions = ReferenceOptions()   # mode 'reference' only.
     noise_lookahead: int = 0                # Noise maps of blocks k..k+lookahead trainable (sgilo: block k only).
@@ -170,6 +176,7 @@ class SGILOConfig:
                 raise ValueError(f"{name}: expected a {cls.__name__}{' or None' if name == 'curvature' else ''}, "
                                  f"got {v!r}")
         check_positive(self.beta, "inverse temperature beta", allow_inf=True)
+
         check_positive(self.t_h, "score time t_h")
         if self.t_schedule is not None:
             if len(self.t_schedule) != 2:
@@ -239,6 +246,17 @@ def step_sizes(it: Iterate, c: SGILOConfig) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------
+# Preconditioner of each variable (`langevin_step`): h_k's prior (R Rᵀ = its latents' covariance) when
+# ``c.precondition`` and the prior provides one; None (identity) otherwise.
+
+
+def preconditioners(it: Iterate, priors: Mapping, c: SGILOConfig) -> dict[str, object | None]:
+    prior = priors.get(f"h{it.k}") if c.precondition else None
+    pre = prior if prior is not None and hasattr(prior, "precond_sqrt") else None
+    return {n: (pre if n == "h" else None) for n in it.params()}
+
+
+# ----------------------------------------------------------------------------
 # Curvature step control (`sgilo.solvers.curvature`): one factor min(1, κ/ρ) per row for all variables of the round.
 # κ = kappa_z when every variable is sphere-projected (round 0 with projection on: the chain stays bounded, and the
 # tuned steps on sparse masks sit at ρ ≈ 10–100 there); κ = kappa_h (< 2, the ULA bound) once the round has the
@@ -261,9 +279,10 @@ def curvature_control(problem: Problem, it: Iterate, eta: dict[str, float], c: S
     hess = [None if (scores[n] is None or c.lam == 0) else
             (lambda v, d, n=n: prior_hessian_product(lambda u: variable_score(it.k, n, u, priors, t), v, d, c.lam))
             for n in names]
+    pre = preconditioners(it, priors, c)
     rho = preconditioned_curvature(render_fn(problem, it, names), list(params.values()), [eta[n] for n in names],
                                    problem.fidelity, drift, ctl.iters, hess,
-                                   on_reverse=lambda: problem.count(it.z.shape[0]))
+                                   on_reverse=lambda: problem.count(it.z.shape[0]), preconds=[pre[n] for n in names])
     kappa = ctl.kappa_z if (c.project and "h" not in params) else ctl.kappa_h
     return {"rho": rho, "scale": step_scale(rho, kappa), "kappa": kappa}
 
@@ -295,10 +314,11 @@ def sgilo_step(problem: Problem, it: Iterate, eta: Mapping[str, float | Tensor],
     scores = variable_scores(it, priors, t)                               # s_θ(v, t) ≈ ∇ log p_t(v)
     mark("score")
     mask_z = active_rows(problem.synthesis, it.k, it.z)                   # z rows read by blocks ≥ k
+    pre = preconditioners(it, priors, c)                                  # R of h_k (precondition), else None
     with torch.no_grad():
         for n, p in params.items():                                       # Eq. 5, one variable at a time
             p.copy_(langevin_step(p.detach(), grads[n], scores[n], eta[n], c.lam, c.beta, problem.gens,
-                                  mask=mask_z if n == "z" else None))
+                                  mask=mask_z if n == "z" else None, precond=pre[n]))
     if constraints is not None:
         constraints.apply(it)                                             # Π: ℓ1 balls, then spheres (ILO)
     mark("update")

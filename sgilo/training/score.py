@@ -24,13 +24,14 @@ from tqdm import tqdm
 
 from sgilo.checkpoints import atomic_torch_save, atomic_write, atomic_write_text, torch_load_safe
 from sgilo.priors import VPSDE, LatentPrior, LatentScaler, LatentScoreNet, ScoreNetConfig, dsm_loss, save_prior
+from sgilo.priors.lowrank import LowRankGaussian
 from sgilo.priors.score import gaussian_skip_eps
 from sgilo.training.ddp import barrier, init_from_env
 from sgilo.training.latents import load_latents
 
 log = logging.getLogger(__name__)
 _ARCH_FIELDS = ("target", "d_model", "depth", "heads", "mlp_ratio", "patch", "scaler", "beta_min", "beta_max",
-                "latents", "gaussian_skip", "t_sampling")
+                "latents", "gaussian_skip", "t_sampling", "structured_rank")
 
 
 # ----------------------------------------------------------------------------
@@ -39,7 +40,7 @@ _ARCH_FIELDS = ("target", "d_model", "depth", "heads", "mlp_ratio", "patch", "sc
 
 @dataclass(frozen=True)
 class ScoreTrainConfig:
-    latents: str                        # Latent data set folder (`sgilo make-latents`).
+    latents: str                        # Latent data set folder (`sgilo make-latents`); several: comma-separated.
     out: str                            # Output folder: checkpoint.pt, prior.{safetensors,json}, loss.png, log.json.
     target: str = "z"                   # 'z' (Gaussianised w+) or 'h' (features at the data set's split layer).
     steps: int = 20000                  # Total optimisation steps (a resume may raise it).
@@ -53,6 +54,7 @@ class ScoreTrainConfig:
     likelihood_weighting: bool = False  # λ(t) = β(t) (Song et al. 2021b) instead of the ε-loss.
     t_sampling: str = "mixed"           # 'uniform' (Song) or 'mixed' (½ log-uniform: more small-t samples; ours).
     gaussian_skip: bool = True          # ε̂ = σ(t)·u + net (ours; keeps the reverse SDE stable, priors/score.py).
+    structured_rank: int = 0            # > 0: the skip is a rank-r PCA Gaussian fitted first (`sgilo.priors.lowrank`).
     d_model: int = 128                  # Score network width.
     depth: int = 4                      # Transformer blocks.
     heads: int = 4                      # Attention heads.
@@ -98,6 +100,28 @@ def save_loss_curve(losses: list[tuple[int, float]], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------
+# Latents of one or several data sets (comma-separated folders, e.g. synthetic and inverted), concatenated.
+
+
+def load_training_latents(spec: str, target: str) -> tuple[Tensor, dict]:
+    """Returns (latents [N, ...], the first set's manifest with ``sources`` listing every set's params)."""
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"latents: expected one or more folders, got {spec!r}")
+    sets = [load_latents(p, target) for p in parts]
+    layers = {int(m["params"].get("layer", 0)) for _, m in sets}
+    shapes = {tuple(d.shape[1:]) for d, _ in sets}
+    if len(layers) > 1 or len(shapes) > 1:
+        raise ValueError(f"latents {parts}: expected one split layer and shape, got layers {sorted(layers)} and "
+                         f"shapes {sorted(shapes)}")
+    manifest = dict(sets[0][1])
+    if len(sets) > 1:
+        manifest["params"] = {**manifest["params"], "sources": [m["params"] for _, m in sets],
+                              "kind": "+".join(m["params"].get("kind", "?") for _, m in sets)}
+    return torch.cat([d for d, _ in sets]), manifest
+
+
+# ----------------------------------------------------------------------------
 # The training loop.
 
 
@@ -108,10 +132,15 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     out, ckpt_path = Path(cfg.out), Path(cfg.out) / "checkpoint.pt"
     if cfg.batch % world:
         raise ValueError(f"batch {cfg.batch} must be divisible by the number of processes {world}")
-    data, manifest = load_latents(cfg.latents, cfg.target)
+    data, manifest = load_training_latents(cfg.latents, cfg.target)
     layer = 0 if cfg.target == "z" else int(manifest["params"]["layer"])
     scaler = LatentScaler(tuple(data.shape[1:]), cfg.scaler).fit(data).to(device)
     u_all = scaler.normalize(data.to(device))                                     # [N, *shape]
+    structured = None
+    if cfg.structured_rank > 0:                                                   # PCA Gaussian skip, fitted once
+        if cfg.scaler != "standard":
+            raise ValueError(f"structured_rank needs the 'standard' scaler (centred latents), got {cfg.scaler!r}")
+        structured = LowRankGaussian(tuple(data.shape[1:]), cfg.structured_rank).fit(u_all.cpu()).to(device)
 
     # Step 2: network, EMA, optimiser, optional resume.
     torch.manual_seed(cfg.seed)
@@ -136,6 +165,8 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     model = DistributedDataParallel(net) if world > 1 else net                    # F_θ(u_t, t), t [B] float32
 
     def eps_fn(u: Tensor, t: Tensor) -> Tensor:                                   # ε̂ exactly as LatentPrior.eps
+        if structured is not None:
+            return model(u, t) + structured.eps(sde, u, t)
         return model(u, t) + gaussian_skip_eps(sde, u, t) if cfg.gaussian_skip else model(u, t)
 
     def save_checkpoint() -> None:
@@ -181,10 +212,14 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     save_checkpoint()
     stem = out / "prior"
     if rank == 0:
-        prior = LatentPrior(ema, sde, scaler, layer, gaussian_skip=cfg.gaussian_skip).cpu()
+        if cfg.steps == 0 and not (cfg.gaussian_skip or structured is not None):
+            raise ValueError("train-score --steps 0 exports the skip alone; it needs the Gaussian or structured skip")
+        prior = LatentPrior(ema if cfg.steps > 0 else None, sde, scaler, layer, gaussian_skip=cfg.gaussian_skip,
+                            structured=structured, kind=cfg.target).cpu()
         summary = {"steps": state["step"], "seconds": round(state["seconds"], 1), "n_latents": int(data.shape[0]),
                    "data": manifest["params"], "final_loss": state["losses"][-1][1] if state["losses"] else None,
-                   "parameters": net.num_parameters(), "processes": world, "config": asdict(cfg)}
+                   "parameters": net.num_parameters() if cfg.steps > 0 else 0, "processes": world,
+                   "config": asdict(cfg)}
         save_prior(stem, prior, dtype=torch.float16 if cfg.export_fp16 else None, extra=summary)
         save_loss_curve(state["losses"], out / "loss.png")
         atomic_write_text(out / "log.json", json.dumps(summary, indent=2) + "\n")
