@@ -304,6 +304,7 @@ def test_demo_intervals_calibrated_or_one_uncalibrated_line(tmp_path, monkeypatc
     assert not iv["interval90"]["calibrated"]
 
 
+@pytest.mark.slow  # 4 s on 2 cores (a whole demo run): make test-slow
 def test_run_demo_reports_intervals(tmp_path, monkeypatch, tiny_generator):
     import sgilo.app.demo as demo
     from sgilo.generator import fit_gaussianized_w

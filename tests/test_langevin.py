@@ -106,6 +106,7 @@ def test_map_beta_inf_equals_posterior_mean():
 # β scales the stationary covariance by 1/β (tempering).
 
 
+@pytest.mark.slow  # 3 s on 2 cores (long chains): make test-slow
 def test_temperature_scales_covariance():
     p = problem()
     eta = 0.1 / float(torch.linalg.eigvalsh(p["P"]).max())
