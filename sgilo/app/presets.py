@@ -21,10 +21,10 @@
     held-out benchmark), so SGILO runs with the curvature step control (`sgilo.solvers.curvature`); its bound
     κ_z = 30 for round 0 was the best or within 0.2 dB of the best of {3, 10, 30, 100, ∞} on 4 train/ faces of each of
     six tasks except denoising (100 better by 0.7 dB); κ_h = 1 (ULA-stable) once h_k moves.
-  - Issue 16: the bundled h priors are now PCA Gaussians of the synthetic latents (docs/models.md) and h_k's steps are
+  - The bundled h priors are PCA Gaussians of the synthetic latents (docs/models.md) and h_k's steps are
     preconditioned by their covariance (``precondition=True``; η_h is then in units of that covariance). At equal
     budget (300 evaluations, K = 3, 4 train/ faces, inpaint-random 3 %) η_h ∈ {1e-3, 1e-2, 1e-1, 1} gave 19.27 /
-    19.38 / 19.32 / 19.19 dB against 19.32 for the former priors and steps: η_h = 1e-2. With it h₁ moves 13 % of its
+    19.38 / 19.32 / 19.19 dB against 19.32 for transformer priors with unpreconditioned steps: η_h = 1e-2. With it h₁ moves 13 % of its
     norm; a third round on h₂ still lowers PSNR (19.19 vs 19.38 inpaint, 19.29 vs 19.82 CS 1 %), so rounds stay k = 0, 1.
     Score time t_h = 0.05 instead of 0.01: the same PSNR on train/ (19.32 vs 19.38 inpaint 3 %, 19.82 vs 19.82 CS 1 %),
     and there the PCA priors' held-out ε-error is 59 % (h₁) and 32 % (h₂) below the per-feature Gaussian's, against
