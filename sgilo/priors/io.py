@@ -103,6 +103,6 @@ def load_prior(name_or_path: str | os.PathLike, device: torch.device | str | Non
     structured = LowRankGaussian(tuple(shape), int(structured["rank"])) if structured else None
     prior = LatentPrior(net, VPSDE(**config["sde"]), scaler, layer=int(config["layer"]), gaussian_skip=gaussian_skip,
                         structured=structured, kind=kind)
-    load_state_dict_strict(prior, {k: v.float() if k == "structured.basis" else v for k, v in sd.items()}, str(path))
+    load_state_dict_strict(prior, sd, str(path))                      # fp16 tensors are copied into fp32 buffers
     prior = prior.eval().requires_grad_(False)
     return prior.to(device) if device is not None else prior

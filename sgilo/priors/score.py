@@ -49,6 +49,18 @@ def gaussian_skip_eps(sde: VPSDE, u: Tensor, t: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------
+# The skip of a prior's ε̂: the low-rank Gaussian's exact ε (``structured``), else σ(t)·u (``gaussian_skip``), else None.
+
+
+def skip_eps(sde: VPSDE, u: Tensor, t: Tensor, gaussian_skip: bool,
+             structured: LowRankGaussian | None = None) -> Tensor | None:
+    """Shapes: u [B, ...], t [B] → [B, ...] or None (no skip)."""
+    if structured is not None:
+        return structured.eps(sde, u, t)
+    return gaussian_skip_eps(sde, u, t) if gaussian_skip else None
+
+
+# ----------------------------------------------------------------------------
 # Network config and skip flag of a prior checkpoint (older files kept the flag and β range in the network config).
 
 
@@ -119,10 +131,7 @@ class LatentPrior(nn.Module):
     # ε̂(u, t) = [σ(t)·u +] F_θ(u, t) on normalised latents.
     def eps(self, u: Tensor, t: float | Tensor) -> Tensor:
         tt = as_time(t, u.shape[0], u.device).to(u.dtype)
-        if self.structured is not None:
-            skip = self.structured.eps(self.sde, u, tt)
-        else:
-            skip = gaussian_skip_eps(self.sde, u, tt) if self.gaussian_skip else None
+        skip = skip_eps(self.sde, u, tt, self.gaussian_skip, self.structured)
         if self.net is None:
             return skip
         out = self.net(u, tt)

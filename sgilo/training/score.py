@@ -25,7 +25,7 @@ from tqdm import tqdm
 from sgilo.checkpoints import atomic_torch_save, atomic_write, atomic_write_text, torch_load_safe
 from sgilo.priors import VPSDE, LatentPrior, LatentScaler, LatentScoreNet, ScoreNetConfig, dsm_loss, save_prior
 from sgilo.priors.lowrank import LowRankGaussian
-from sgilo.priors.score import gaussian_skip_eps
+from sgilo.priors.score import skip_eps
 from sgilo.training.ddp import barrier, init_from_env
 from sgilo.training.latents import load_latents
 
@@ -165,9 +165,8 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     model = DistributedDataParallel(net) if world > 1 else net                    # F_θ(u_t, t), t [B] float32
 
     def eps_fn(u: Tensor, t: Tensor) -> Tensor:                                   # ε̂ exactly as LatentPrior.eps
-        if structured is not None:
-            return model(u, t) + structured.eps(sde, u, t)
-        return model(u, t) + gaussian_skip_eps(sde, u, t) if cfg.gaussian_skip else model(u, t)
+        skip = skip_eps(sde, u, t, cfg.gaussian_skip, structured)
+        return model(u, t) if skip is None else model(u, t) + skip
 
     def save_checkpoint() -> None:
         if rank == 0:
@@ -212,8 +211,6 @@ def train(cfg: ScoreTrainConfig, resume: bool = False, progress: bool = True) ->
     save_checkpoint()
     stem = out / "prior"
     if rank == 0:
-        if cfg.steps == 0 and not (cfg.gaussian_skip or structured is not None):
-            raise ValueError("train-score --steps 0 exports the skip alone; it needs the Gaussian or structured skip")
         prior = LatentPrior(ema if cfg.steps > 0 else None, sde, scaler, layer, gaussian_skip=cfg.gaussian_skip,
                             structured=structured, kind=cfg.target).cpu()
         summary = {"steps": state["step"], "seconds": round(state["seconds"], 1), "n_latents": int(data.shape[0]),
