@@ -170,9 +170,9 @@ def test_sample_prior_nonsense_lists_bundled(tmp_path):
 def test_sample_prior_default(tmp_path):
     from sgilo.generator.io import bundled_available
     from sgilo.priors.io import bundled_prior_available
-    if not (bundled_available() and bundled_prior_available("z")):
-        pytest.skip("bundled model and z prior not in this checkout")
-    res = CliRunner().invoke(main, ["sample", "--prior", "default", "--n", "2", "--steps", "2",
+    if not (bundled_available() and bundled_prior_available("h1")):
+        pytest.skip("bundled model and h1 prior not in this checkout")
+    res = CliRunner().invoke(main, ["sample", "--prior", "default", "--layer", "1", "--n", "2", "--steps", "2",
                                     "--out", str(tmp_path / "g.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "g.png").is_file()

@@ -147,6 +147,9 @@ def test_solver_preset_is_typed_and_frozen():
     with pytest.raises(ValueError, match="lacks configs"):
         SolverPreset({"csgm": p.configs["csgm"]}, 1, 1, "")
     assert p.config("sgilo-map").beta == math.inf and p.config("csgm-noise").project is False
+    assert p.config("sgilo").burn_in > 0 and p.config("sgilo").curvature.kappa_z < 2       # ULA-stable after a burn-in
+    noburn = p.config("sgilo-noburn")
+    assert noburn.burn_in == 0 and noburn.curvature.kappa_z == 30 and noburn.steps == p.config("sgilo").steps
     with pytest.raises(ValueError, match="budget"):
         BenchConfig(data="d", out="o", budget=0)
     with pytest.raises(ValueError, match="too small"):

@@ -90,3 +90,12 @@ def test_task_preset_name_and_calibration_note():
     note = calibration_note({"config": {"chains": 3, "steps": [100, 50], "eta": cfg.eta}}, cfg)
     assert "chains 3 (fitted) vs 4" in note and "eta" not in note
     assert calibration_note({"config": {"chains": cfg.chains, "steps": list(cfg.steps)}}, cfg) is None
+    # every recorded sampler setting counts (a calibration fitted without the burn-in or with another κ_z does not
+    # transfer; these went unnoticed when only chains/steps/eta/eta_h were compared), seed and precision do not
+    from sgilo.app.configs import config_dict
+    same = config_dict(cfg)
+    assert calibration_note({"config": same}, cfg) is None
+    assert calibration_note({"config": {**same, "seed": 7, "precision": "fp32"}}, cfg) is None
+    note = calibration_note({"config": {**same, "burn_in": 0.0,
+                                        "curvature": {**same["curvature"], "kappa_z": 30.0}}}, cfg)
+    assert "burn_in 0.0 (fitted)" in note and "curvature" in note and "\n" not in note

@@ -192,3 +192,53 @@ def test_tune_grid_names_nested_options():
     assert replace_nested(base, points[0]).t_schedule == (0.1, 0.01)
     with pytest.raises(ValueError, match="kappa_z"):
         grid_points({"kappa_z": [1.0]}, base)
+
+
+# ----------------------------------------------------------------------------
+# Burn-in: the first fraction of a round's steps are Adam steps on U = f − λ log p (same NFE); the prior enters through
+# the surrogate −λ⟨sg(s), v⟩, whose gradient is −λ s, with the z rows of earlier blocks held fixed.
+
+
+def test_burn_in_options_are_checked():
+    for bad in ({"burn_in": (0.5, 0.5)}, {"burn_in": 1.0}, {"burn_in": -0.1}, {"burn_in_lr": 0.0}):
+        with pytest.raises(ValueError, match="burn_in|burn-in"):
+            sgilo.SGILOConfig(steps=(2, 1), **bad)
+
+
+def test_burn_in_reaches_a_lower_data_term_at_the_same_nfe(setup):
+    G, fit, op, y, _ = setup
+    cfg = sgilo.SGILOConfig(steps=(12, 4), chains=2, eta=1e-7, seed=3)
+    plain = sgilo.solve(y, op, G, fit, config=cfg)
+    burnt = sgilo.solve(y, op, G, fit, config=replace(cfg, burn_in=0.75))
+    assert burnt.diagnostics["nfe"] == plain.diagnostics["nfe"]
+    assert burnt.traces["data"].shape == plain.traces["data"].shape
+    torch.testing.assert_close(burnt.traces["data"][0], plain.traces["data"][0])     # same start
+    assert float(burnt.traces["data"][-1].mean()) < 0.5 * float(plain.traces["data"][-1].mean())
+    assert burnt.traces["burn"].tolist() == [True] * 9 + [False] * 3 + [True] * 3 + [False]   # R̂/ESS skip these
+    assert not plain.traces["burn"].any()
+
+
+def test_prior_surrogate_gradient_is_minus_lambda_score(setup):
+    from sgilo.priors.gaussian import GaussianPrior
+    G, fit, op, y, _ = setup
+    problem = make_problem(y, op, G, fit, 1, 0, 0.05, None, False)
+    it = begin_round(problem, init_iterate(problem), 1, 0)
+    prior = GaussianPrior(torch.randn(it.h.shape[1:]), torch.rand(it.h.shape[1:]) + 0.5, kind="h", layer=1)
+    mask = sgilo.active_rows(problem.synthesis, 1, it.z)
+    params = it.params()
+    grads = dict(zip(params, torch.autograd.grad(sgilo.prior_surrogate(it, {"h1": prior}, 0.05, 0.7, mask).sum(),
+                                                 list(params.values())), strict=True))
+    torch.testing.assert_close(grads["h"], -0.7 * prior.score(it.h.detach(), torch.full([it.h.shape[0]], 0.05)))
+    torch.testing.assert_close(grads["z"], 0.7 * it.z.detach() * mask)                # N(0, I): −s = z; rows < 2k−1: 0
+    assert float(mask.sum()) < mask.numel() and bool((grads["z"][:, 0] == 0).all())
+    for n in params:
+        if n.startswith("n"):
+            torch.testing.assert_close(grads[n], 0.7 * params[n].detach())
+
+
+def test_a_burn_in_that_blows_up_falls_back_to_the_round_start(setup):
+    G, fit, op, y, _ = setup
+    cfg = sgilo.SGILOConfig(steps=(2, 6), chains=2, eta=1e-7, eta_h=1e-7, burn_in=0.5, burn_in_lr=1e30, seed=1)
+    r = sgilo.solve(y, op, G, fit, config=cfg)
+    assert not torch.isfinite(r.traces["data"][2:5]).all()                # the burn-in of round 1 did blow up
+    assert torch.isfinite(r.samples).all() and r.diagnostics["stopped"] is None

@@ -1,6 +1,6 @@
 """SWD (×10³, ProGAN multi-scale) of single outputs at inpaint-random 1 % against held-out test/ faces, at the
 equal budget of the headline (300 NFE, K = 3), beside the generator's unconditional samples and real train/ faces.
-Usage: python realism_swd.py ZIP N_FACES OUT.json"""
+Usage: python realism_swd.py ZIP N_FACES OUT.json [SOLVERS] (comma-separated; default csgm,ilo,sgilo,sgilo-gauss)"""
 import json, sys, time
 import torch
 from sgilo.app.models import load_models
@@ -11,7 +11,7 @@ from sgilo.metrics.swd import swd
 from sgilo.utils.datasets import load_image_set, to_float
 
 zip_path, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-solvers = ("csgm", "ilo", "sgilo", "sgilo-gauss")
+solvers = tuple(sys.argv[4].split(",")) if len(sys.argv) > 4 else ("csgm", "ilo", "sgilo", "sgilo-gauss")
 task = "inpaint-random-1"
 cfg = BenchConfig(data=zip_path, out="/tmp/unused", tasks=(task,), solvers=solvers, budget=300, chains=3)
 configs = solver_configs(cfg)

@@ -288,12 +288,17 @@ def task_preset_name(task: str, params: dict, image_shape: tuple[int, int, int])
 # One line when a calibration was fitted with other SGILO settings than the run it is applied to (else None).
 
 
+# Every recorded sampler setting counts (steps, chains, step sizes, burn-in, curvature bounds, score time, ...), not the
+# seed, the progress bar or the precision.
+IGNORED = ("seed", "progress", "precision")
+
+
 def calibration_note(calibration: dict | None, config) -> str | None:
     if calibration is None:
         return None
-    fitted = calibration.get("config", {})
-    diff = [f"{k} {fitted.get(k)} (fitted) vs {getattr(config, k)}" for k in ("chains", "steps", "eta", "eta_h")
-            if k in fitted and _norm(fitted[k]) != _norm(getattr(config, k, None))]
+    fitted, now = calibration.get("config", {}), _config_dict(config)
+    diff = [f"{k} {fitted[k]} (fitted) vs {now.get(k)}" for k in fitted
+            if k not in IGNORED and _norm(fitted[k]) != _norm(now.get(k))]
     if not diff:
         return None
     return ("interval calibration was fitted with other SGILO settings (" + "; ".join(diff) +

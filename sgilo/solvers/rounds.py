@@ -61,7 +61,7 @@ class Problem:
     chains: int
     batch: int
     progress: bool = False
-    records: dict[str, list] = field(default_factory=lambda: {"data": [], "pixels": [], "round": []})
+    records: dict[str, list] = field(default_factory=lambda: {"data": [], "pixels": [], "round": [], "burn": []})
     precision: str = "fp32"   # generator tail in 'fp32' or under 'bf16' autocast (image cast back to fp32); resolved
     tail_rows: int = 0        # generator-tail row evaluations so far (module docstring: NFE)
     notes: list[str] = field(default_factory=list)   # one-line messages also logged (logger 'sgilo')
@@ -393,10 +393,11 @@ def run_round(problem: Problem, it: Iterate, steps: int, step: Callable[[int], t
 # Keep one step's data term [N] and pixel summaries [N, 4] for the traces.
 
 
-def record_step(problem: Problem, k: int, x: Tensor, f: Tensor) -> None:
+def record_step(problem: Problem, k: int, x: Tensor, f: Tensor, burn: bool = False) -> None:
     problem.records["data"].append(f.detach())
     problem.records["pixels"].append(pixel_summaries(x.detach()))
     problem.records["round"].append(k)
+    problem.records["burn"].append(burn)
 
 
 # ----------------------------------------------------------------------------
@@ -436,16 +437,17 @@ def run_rounds(problem: Problem, it: Iterate, steps: tuple[int, ...], make_step:
 
 
 # ----------------------------------------------------------------------------
-# Stack the per-step records into traces: data [T, K, B], pixels [T, K, B, 4], round [T].
+# Stack the per-step records into traces: data [T, K, B], pixels [T, K, B, 4], round [T], burn [T] (burn-in steps).
 
 
 def traces(problem: Problem) -> dict[str, Tensor]:
     K, B, rec = problem.chains, problem.batch, problem.records
     if not rec["data"]:
-        return {"data": torch.zeros([0, K, B]), "pixels": torch.zeros([0, K, B, 4]), "round": torch.zeros([0])}
+        return {"data": torch.zeros([0, K, B]), "pixels": torch.zeros([0, K, B, 4]), "round": torch.zeros([0]),
+                "burn": torch.zeros([0], dtype=torch.bool)}
     return {"data": torch.stack(rec["data"]).reshape(-1, K, B).cpu(),
             "pixels": torch.stack(rec["pixels"]).reshape(-1, K, B, 4).cpu(),
-            "round": torch.tensor(rec["round"])}
+            "round": torch.tensor(rec["round"]), "burn": torch.tensor(rec["burn"], dtype=torch.bool)}
 
 
 # ----------------------------------------------------------------------------

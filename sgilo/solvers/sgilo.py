@@ -37,6 +37,12 @@ geometrically from σ_eff = max(σ, σ_min) to the operator's σ over the last r
 so the curvature control's ρ is scaled by σ_0²/σ_i² and its factor min(1, κ/ρ) recomputed (without the control every
 step scales by σ_i²/σ_0²), and the bound still holds.
 
+Burn-in (``burn_in`` > 0, ours): the first fraction of every round's steps are Adam steps (CSGM's optimiser, Bora et
+al. 2017) on the same potential U = f − λ log p, the prior entering through its score (`prior_surrogate`); the chain
+then samples from where they end. It moves the start towards a mode and leaves the target unchanged (an MCMC
+initialisation); it costs the same NFE as the Langevin steps it replaces. Within a few hundred evaluations the
+curvature-limited Langevin steps on z get less far than Adam (docs/tuning.md), which is why the bundled preset uses it.
+
 Preconditioning (``precondition=True``, issue 16): h_k's steps use R Rᵀ = the covariance of its prior's training
 latents (`sgilo.priors.lowrank`: x ← x + η R Rᵀ ∇ log π + sqrt(2η) R u, same stationary law; Roberts & Stramer 2002),
 so η_h is in units of that covariance and the prior's curvature is ≈ 1 along every direction of h_k; the curvature
@@ -144,6 +150,8 @@ class SGILOConfig:
     t_schedule: tuple[float, float] | None = None   # (t_max, t_min): geometric score time per round (None: t_h).
     sigma_anneal: bool = False              # Last round: σ from σ_eff down to the operator's σ (none if σ = 0).
     precondition: bool = False              # h_k steps preconditioned by its prior's covariance (R Rᵀ; issue 16).
+    burn_in: float = 0.0                    # Fraction of every round's steps run first as Adam on U (towards a mode).
+    burn_in_lr: float = 0.1                 # Adam learning rate of the burn-in (CSGM's, Bora et al. 2017).
     guard: BlowupGuard = BlowupGuard()      # langevin mode: per-chain roll-back and step halving on blow-ups.
     reference: ReferenceOptions = ReferenceOptions()   # mode 'reference' only.
     noise_lookahead: int = 0                # Noise maps of blocks k..k+lookahead trainable (sgilo: block k only).
@@ -178,6 +186,9 @@ class SGILOConfig:
         check_positive(self.beta, "inverse temperature beta", allow_inf=True)
 
         check_positive(self.t_h, "score time t_h")
+        if not (isinstance(self.burn_in, (int, float)) and 0.0 <= self.burn_in < 1.0):
+            raise ValueError(f"burn_in: expected a fraction of each round's steps in [0, 1), got {self.burn_in!r}")
+        check_positive(self.burn_in_lr, "burn-in learning rate burn_in_lr")
         if self.t_schedule is not None:
             if len(self.t_schedule) != 2:
                 raise ValueError(f"t_schedule: expected (t_max, t_min), got {self.t_schedule!r}")
@@ -349,6 +360,50 @@ def annealed_steps(eta0: Mapping[str, float], ctl: dict | None, ratio: float) ->
 
 
 # ----------------------------------------------------------------------------
+# Burn-in (ours, off by default): the first fraction ``c.burn_in`` of every round's steps minimise
+# U = f + penalty − λ log p(v) over the round's variables with Adam (lr ``c.burn_in_lr``, CSGM's; Bora et al. 2017)
+# before the chain samples. Moving the start towards a mode is a standard MCMC initialisation: the target is unchanged.
+# A chain that starts at a mode sits where the data term is stiffest, so the steps after a burn-in need the ULA bound
+# κ < 2 in round 0 too (the preset's κ_z = 1; κ_z = 30 diverged on 1 % compressed sensing, docs/tuning.md).
+
+
+def prior_surrogate(it: Iterate, priors: Mapping, t: float, lam: float, mask_z: Tensor | None = None) -> Tensor:
+    """−λ Σ_v ⟨stop-grad(s_v(v, t)), v⟩ per row [N]: its gradient in v is −λ s_v, the prior part of ∇U (a score
+    prior has no cheap log-density, only its gradient); ``mask_z`` [1, L, 1] keeps the z rows of earlier blocks fixed,
+    as the Langevin step does."""
+    scores = variable_scores(it, priors, t)
+    if mask_z is not None and scores.get("z") is not None:
+        scores["z"] = scores["z"] * mask_z
+    terms = [(s * p).flatten(1).sum(1) for (n, p), s in zip(it.params().items(), scores.values(), strict=True)
+             if s is not None]
+    return -lam * sum(terms) if terms else it.z.new_zeros(it.z.shape[0])
+
+
+def burn_in(problem: Problem, it: Iterate, c: SGILOConfig, n: int, priors: Mapping,
+            penalty: Callable[[Iterate], Tensor] | None, cons: Constraints) -> int:
+    """Runs the first round(c.burn_in · n) (at most n − 1) of the round's n steps as Adam steps on U (prior scores at
+    t_h), in place; returns how many ran. Each costs one NFE per row, as a Langevin step does. A row whose iterate is
+    non-finite afterwards goes back to its round-start value (the blow-up guard then watches the Langevin steps)."""
+    nb = min(int(round(c.burn_in * n)), n - 1)
+    if nb <= 0:
+        return 0
+    mask_z = active_rows(problem.synthesis, it.k, it.z)                   # z rows read by blocks ≥ k
+    objective = (lambda it: prior_surrogate(it, priors, c.t_h, c.lam, mask_z) + (0 if penalty is None else penalty(it)))
+    start = {v: p.detach().clone() for v, p in it.params().items()}
+    step = adam_step_factory(problem, it, nb, lambda i: c.burn_in_lr, cons, objective)
+    for i in tqdm(range(nb), desc=f"sgilo burn-in k={it.k}", disable=not problem.progress, leave=False):
+        x, f = step(i)
+        record_step(problem, it.k, x, f, burn=True)
+    with torch.no_grad():                                                 # a row that blew up starts from its start
+        bad = torch.zeros(it.z.shape[0], dtype=torch.bool, device=it.z.device)
+        for p in it.params().values():
+            bad |= ~torch.isfinite(p.detach().flatten(1)).all(1)
+        for v, p in it.params().items():
+            p[bad] = start[v][bad]
+    return nb
+
+
+# ----------------------------------------------------------------------------
 # Blow-up guard: per-chain roll-back to the last good iterate with step halving (non-finite values included).
 
 
@@ -488,7 +543,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     run = solve_reference if c.mode == "reference" else solve_langevin
     it, seconds, stopped, extra = run(problem, start, steps, c, priors)
     tr = traces(problem)
-    last = tr["round"] == (tr["round"].max() if len(tr["round"]) else 0)
+    last = (tr["round"] == (tr["round"].max() if len(tr["round"]) else 0)) & ~tr["burn"]   # R̂/ESS: sampling steps
     diag = summarize({"data": tr["data"][last], "pixels": tr["pixels"][last]}) if last.any() else {}
     diag.update({"stopped": stopped, "priors": sorted(priors), "curvature": None, "h_move": None, **extra,
                  "warning": warn_if_unmixed(diag) if diag else None})
@@ -513,6 +568,7 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
         it = begin_round(problem, it, k, c.noise_lookahead, c.carry_skip)
         cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])   # Π at round-start radii (ILO)
         move0 = h_move(problem, it)                                       # h_k's departure from head_k(z) so far
+        n -= burn_in(problem, it, c, n, priors, penalty, cons)            # optional: Adam towards a mode first
         times = geometric(*c.t_schedule, n) if c.t_schedule else [c.t_h] * n   # annealed Langevin (Song & Ermon)
         last_round = k == len(steps) - 1
         sigmas = geometric(sigma0, sigma_y, n) if (c.sigma_anneal and last_round and 0 < sigma_y < sigma0) else None
