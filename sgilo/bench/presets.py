@@ -26,7 +26,7 @@ from sgilo.bench.lasso import LassoConfig
 from sgilo.solvers.csgm import CSGMConfig
 from sgilo.solvers.ilo import ILOConfig
 from sgilo.app.presets import PRESETS
-from sgilo.solvers.sgilo import SGILOConfig
+from sgilo.solvers.sgilo import CurvatureControl, SGILOConfig
 
 
 # ----------------------------------------------------------------------------
@@ -126,8 +126,8 @@ def _sgilo_z(c: SGILOConfig) -> SGILOConfig:
 
 
 def _sgilo_noburn(c: SGILOConfig) -> SGILOConfig:
-    """No burn-in; κ_z = 30 (docs/tuning.md: tuned for chains that start at random, not at a mode)."""
-    curvature = None if c.curvature is None else replace(c.curvature, kappa_z=30.0)
+    """No burn-in; the default κ_z = 30 (docs/tuning.md: tuned for chains that start at random, not at a mode)."""
+    curvature = None if c.curvature is None else replace(c.curvature, kappa_z=CurvatureControl().kappa_z)
     return replace(c, burn_in=0.0, curvature=curvature)
 
 

@@ -395,12 +395,15 @@ def burn_in(problem: Problem, it: Iterate, c: SGILOConfig, n: int, priors: Mappi
         x, f = step(i)
         record_step(problem, it.k, x, f, burn=True)
     with torch.no_grad():                                                 # a row that blew up starts from its start
-        bad = torch.zeros(it.z.shape[0], dtype=torch.bool, device=it.z.device)
-        for p in it.params().values():
-            bad |= ~torch.isfinite(p.detach().flatten(1)).all(1)
+        bad = nonfinite_rows(it.params())
         for v, p in it.params().items():
             p[bad] = start[v][bad]
     return nb
+
+
+def nonfinite_rows(params: Mapping[str, Tensor]) -> Tensor:
+    """[N] bool: rows with a non-finite value in any variable."""
+    return torch.stack([~torch.isfinite(p.detach().flatten(1)).all(1) for p in params.values()]).any(0)
 
 
 # ----------------------------------------------------------------------------
@@ -453,9 +456,7 @@ class Rollback:
             bad_pre |= hb
             reasons.append(f"‖h‖ > {self.guard.h_factor:g} × its round-start norm")
         params = it.params()
-        bad_post = torch.zeros_like(bad_pre)
-        for p in params.values():
-            bad_post |= ~torch.isfinite(p.detach().flatten(1)).all(1)
+        bad_post = nonfinite_rows(params)
         hn = self._h_bad(params.get("h"))
         if hn is not None:
             bad_post |= hn
