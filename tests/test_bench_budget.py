@@ -31,6 +31,7 @@ def test_budget_plans_equal_nfe(budget):
     assert set(nfe.values()) == {3 * (budget // 3)}, nfe
     assert plans["csgm"].restarts == plans["ilo"].restarts == plans["sgilo"].chains == 3
     assert plans["sgilo"].curvature is not None and len(plans["sgilo-z"].steps) == 1
+    assert len(plans["sgilo"].steps) == 3 and len(plans["sgilo-h1"].steps) == 2        # depth ablation: no h₂ round
     ilo_steps = plans["ilo"].steps                                               # preset proportions 2:2:1:1
     assert ilo_steps[0] == pytest.approx(2 * ilo_steps[2], abs=1) and sum(ilo_steps) == budget // 3 - 1
 
@@ -39,7 +40,9 @@ def test_split_steps_and_small_budgets():
     assert split_steps(10, (2, 1)) == (7, 3) and split_steps(7, (1, 1, 1)) == (3, 2, 2)
     assert sum(split_steps(97, (30, 30, 15, 15))) == 97
     with pytest.raises(ValueError, match="too small"):
-        with_budget(SOLVER_PRESETS["default"].config("sgilo"), 30, 3)          # 2 curvature estimates alone: 42
+        with_budget(SOLVER_PRESETS["default"].config("sgilo"), 30, 3)          # 3 curvature estimates alone: 63
+    with pytest.raises(ValueError, match="at least 2 SGILO rounds"):
+        BENCH_SOLVERS["sgilo-h1"].config(SOLVER_PRESETS["smoke"].config("sgilo-z"))
 
 
 # ----------------------------------------------------------------------------
@@ -116,12 +119,12 @@ def test_budget_run_with_variants(tmp_path):
     G = make_tiny_generator(32)
     fit = fit_gaussianized_w(G.mapping, 2000, generator=torch.Generator().manual_seed(0))
     data = make_zip(tmp_path / "data.zip", n_test=2)
-    solvers = ("csgm", "csgm-noise", "ilo", "sgilo", "sgilo-gauss", "sgilo-map", "sgilo-z")
+    solvers = ("csgm", "csgm-noise", "ilo", "sgilo", "sgilo-gauss", "sgilo-map", "sgilo-h1", "sgilo-z")
     cfg = BenchConfig(data=str(data), out=str(tmp_path / "run"), tasks=("full",), solvers=solvers,
                       n_images=2, preset="smoke", batch=2, budget=24, chains=2, progress=False, figures=False)
     recs = run_bench(cfg, "cpu", models=(G, fit, {}))
     gen = recs
-    assert len(gen) == 2 * 7
+    assert len(gen) == 2 * 8
     nfe = [r["nfe"] for r in gen]
     assert max(nfe) <= 1.05 * min(nfe) and all(r["nfe"] == r["nfe_planned"] == 24 for r in gen)
     for r in gen:

@@ -186,3 +186,17 @@ def test_bundled_h_priors_beat_the_per_feature_gaussian_at_t_h(name):
     ut = a * prior.scaler.normalize(h) + s * e
     err = {n: float((p.eps(ut, t) - e).square().mean()) for n, p in (("prior", prior), ("gauss", diag))}
     assert err["prior"] < 0.9 * err["gauss"], err
+
+
+# ----------------------------------------------------------------------------
+# The bundled SGILO preset reads a shipped prior in every round on h_k (k = 1 .. rounds − 1): a round without one
+# would run with no prior term at all (`sgilo.solvers.sgilo`, "no prior term when absent").
+
+
+def test_bundled_preset_has_a_prior_for_every_h_round():
+    from sgilo.app.presets import PRESETS
+    from sgilo.priors.io import bundled_prior_available
+    rounds = len(PRESETS["utkface64"]["sgilo"].steps)
+    assert rounds >= 2
+    missing = [f"h{k}" for k in range(1, rounds) if not bundled_prior_available(f"h{k}")]
+    assert not missing, f"preset rounds on {missing} without a bundled prior"

@@ -73,7 +73,7 @@ def test_wrong_size_mask(files, tmp_path):
     assert r.exit_code != 0 and "mask" in r.output and len(r.output.strip().splitlines()) == 1
 
 
-def test_demo_notice_follows_bundled_model(monkeypatch):
+def test_demo_notice_follows_bundled_model(monkeypatch, tmp_path):
     import sgilo.app.demo as demo
     monkeypatch.setattr(demo, "bundled_available", lambda: False)
     assert "RANDOMLY INITIALISED" in demo.demo_notice()
@@ -82,6 +82,13 @@ def test_demo_notice_follows_bundled_model(monkeypatch):
     monkeypatch.setattr(prior_io, "bundled_prior_available", lambda name: False)
     assert "priors are not in this checkout" in demo.demo_notice()
     monkeypatch.setattr(prior_io, "bundled_prior_available", lambda name: True)
+    assert demo.demo_notice() is None
+    # The bundled set has h priors and no z prior (z's N(0, I) score is exact): no notice (it said "not in this
+    # checkout" while the demo ran with the h1/h2 priors).
+    monkeypatch.setattr(prior_io, "MODELS_DIR", tmp_path)
+    for name in ("h1", "h2"):
+        (tmp_path / f"prior_{name}.json").write_text("{}")
+    monkeypatch.setattr(prior_io, "bundled_prior_available", lambda name: name != "z")
     assert demo.demo_notice() is None
 
 

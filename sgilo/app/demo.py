@@ -42,8 +42,8 @@ STANDIN = GeneratorConfig(z_dim=256, w_dim=256, img_resolution=64, channel_base=
 
 def demo_notice() -> str | None:
     if bundled_available():
-        from sgilo.priors.io import bundled_prior_available
-        if bundled_prior_available("z"):
+        from sgilo.priors.io import bundled_prior_names
+        if bundled_prior_names():           # any of z, h1, h2 (the bundled set has no z prior: z's score is exact)
             return None
         return ("NOTE: the bundled latent score priors are not in this checkout yet: SGILO runs with the N(0, I) "
                 "prior of the Gaussianised w+ code only (no learned prior on z or h_k).")
@@ -99,7 +99,7 @@ def demo_solvers(preset: str, seed: int, progress: bool) -> dict:
     return {"CSGM": ("csgm", replace(preset_config(preset, "csgm"), steps=150, restarts=1, seed=seed,
                                      progress=progress)),
             "ILO": ("ilo", replace(ilo_cfg, steps=(30, 30, 20), l1_radius_h=radii, seed=seed, progress=progress)),
-            "SGILO": ("sgilo", replace(preset_config(preset, "sgilo"), steps=(100, 50), chains=4, seed=seed,
+            "SGILO": ("sgilo", replace(preset_config(preset, "sgilo"), steps=(100, 50, 50), chains=4, seed=seed,
                                        progress=progress))}
 
 

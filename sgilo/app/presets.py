@@ -25,7 +25,7 @@
     preconditioned by their covariance (``precondition=True``; η_h is then in units of that covariance). At equal
     budget (300 evaluations, K = 3, 4 train/ faces, inpaint-random 3 %) η_h ∈ {1e-3, 1e-2, 1e-1, 1} gave 19.27 /
     19.38 / 19.32 / 19.19 dB against 19.32 for transformer priors with unpreconditioned steps: η_h = 1e-2. With it h₁ moves 13 % of its
-    norm; a third round on h₂ still lowers PSNR (19.19 vs 19.38 inpaint, 19.29 vs 19.82 CS 1 %), so rounds stay k = 0, 1.
+    norm; a third round on h₂ then still lowered PSNR (19.19 vs 19.38 inpaint, 19.29 vs 19.82 CS 1 %) — before the burn-in.
     Score time t_h = 0.05 instead of 0.01: the same PSNR on train/ (19.32 vs 19.38 inpaint 3 %, 19.82 vs 19.82 CS 1 %),
     and there the PCA priors' held-out ε-error is 59 % (h₁) and 32 % (h₂) below the per-feature Gaussian's, against
     38 % and 3 % at 0.01 (h₂'s rank-1024 residual variance swamps σ(0.01)² = 0.002).
@@ -35,7 +35,16 @@
     20.38 / 18.11 / 21.19 / 20.62); 0.6 and 0.9 were within 0.15 dB of 0.8. After a burn-in the round-0 bound
     κ_z = 30 diverged on 1 % CS, κ_z = 3 lost 0.6 dB to κ_z = 1: κ_z = 1.
   - CSGM protocol m = 1000 (σ = 0.01), 4 train/ faces, bench 'default' steps: 25.49 dB with the burn-in, CSGM 24.29,
-    ILO 25.48. σ annealing (``sigma_anneal``) added 0.01 dB there, so it stays off.
+    ILO 25.48. σ annealing (``sigma_anneal``) added 0.01 dB there (0.00 at m = 5000), so it stays off.
+  - Depth, with the burn-in: a round on h₂ (rounds (200, 100, 100) instead of (200, 100), same 300 evaluations, K = 3,
+    8 train/ faces) gave 20.39 / 18.42 / 20.87 / 20.63 dB against 20.32 / 18.18 / 20.92 / 20.57 on the four sparse
+    tasks, and at the CSGM protocol's m = 5000 (4 train/ faces, bench 'default' steps) 28.11 against 26.33 (ILO 27.02);
+    with it the PCA h₂ prior beat the per-feature Gaussian by +0.41 ± 0.38 dB at inpaint 1 % and +0.22 ± 0.17 at CS
+    circulant 1 % (−0.05 and −0.01 on the other two). Rounds k = 0, 1, 2.
+  - Noise maps: trainable for blocks k..k+2 in round k (``noise_lookahead=2``, ILO's variables) instead of block k
+    only: m = 5000 at 300 evaluations 26.58 against 25.55 dB (4 train/ faces; ILO 28.72), the sparse tasks within
+    0.1 dB (20.30 / 18.46 / 20.79 against 20.39 / 18.42 / 20.87). A burn-in of 0.95 added 0.8 dB more at m = 5000 but
+    leaves 5 % of the steps to sample with; it is not used.
   - Precision ``auto``: bf16 autocast where it is native (AMX / AVX-512 BF16 CPUs, CUDA), else fp32 (the values were
     tuned in bf16 on an AMX CPU; emulated bf16 on an AVX2 CPU is 7–10× slower than fp32).
 
@@ -56,8 +65,8 @@ PRESETS: dict[str, dict] = {
     "utkface64": {
         "csgm": CSGMConfig(precision="auto"),
         "ilo": ILOConfig(l1_radius_h=(BIG, 30.0, 30.0, 30.0), geocross=0.0, precision="auto"),   # docs/tuning.md
-        "sgilo": SGILOConfig(eta=2e-3, eta_h=1e-2, precondition=True, t_h=0.05, steps=(200, 100), chains=4,
-                             burn_in=0.8, curvature=CurvatureControl(kappa_z=1.0), precision="auto"),
+        "sgilo": SGILOConfig(eta=2e-3, eta_h=1e-2, precondition=True, t_h=0.05, steps=(200, 100, 100), chains=4,
+                             noise_lookahead=2, burn_in=0.8, curvature=CurvatureControl(kappa_z=1.0), precision="auto"),
     },
 }
 

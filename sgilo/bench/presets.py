@@ -116,13 +116,27 @@ def preset_params(name: str, image_shape: tuple[int, int, int]) -> dict:
 # optimises under which constraints (stated in the summary).
 
 
-def _sgilo_z(c: SGILOConfig) -> SGILOConfig:
-    """Round k = 0 only, with all of SGILO's steps (per-round tuples cut to their first entry)."""
-    first = {n: getattr(c, n)[:1] for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")
-             if getattr(c, n) is not None}
+def _first_rounds(c: SGILOConfig, steps: tuple[int, ...]) -> SGILOConfig:
+    """``c`` with rounds k < len(steps) only, those ``steps``, and its per-round tuples cut to match."""
+    R = len(steps)
+    cut = {n: getattr(c, n)[:R] for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")
+           if getattr(c, n) is not None}
     if c.reference.tau_h is not None:
-        first["reference"] = replace(c.reference, tau_h=c.reference.tau_h[:1])
-    return replace(c, steps=(sum(c.steps),), **first)
+        cut["reference"] = replace(c.reference, tau_h=c.reference.tau_h[:R])
+    return replace(c, steps=tuple(steps), **cut)
+
+
+def _sgilo_z(c: SGILOConfig) -> SGILOConfig:
+    """Round k = 0 only, with all of SGILO's steps."""
+    return _first_rounds(c, (sum(c.steps),))
+
+
+def _sgilo_h1(c: SGILOConfig) -> SGILOConfig:
+    """Rounds k = 0, 1 only (no round on h₂ or deeper), in the proportions of SGILO's first two rounds (with
+    ``--budget`` scaled to the same total; without it, the first two rounds' steps)."""
+    if len(c.steps) < 2:
+        raise ValueError(f"sgilo-h1 needs a preset with at least 2 SGILO rounds, got steps {c.steps}")
+    return _first_rounds(c, c.steps[:2])
 
 
 def _sgilo_noburn(c: SGILOConfig) -> SGILOConfig:
@@ -147,7 +161,8 @@ BENCH_SOLVERS: dict[str, BenchSolver] = {s.name: s for s in (
                 lambda c: replace(c, noise_lookahead=99, project=False)),
     BenchSolver("ilo", "ilo", "round k: z rows read by blocks >= k, h_k and the noise maps of blocks k..k+2, Adam; "
                 "z rows and noise maps sphere-projected, h_k in an l1 ball around its round start (rounds >= 1)"),
-    BenchSolver("sgilo", "sgilo", "round k: Langevin on z rows read by blocks >= k, h_k and the noise maps of block k, "
+    BenchSolver("sgilo", "sgilo", "round k: Langevin on z rows read by blocks >= k, h_k and the noise maps of the "
+                "preset's blocks (bundled: k..k+2, as ILO), "
                 "after a burn-in (Adam on the same potential for the preset's fraction of the steps); the loaded score "
                 "priors for h_k (bundled: PCA Gaussians, steps preconditioned by their covariance) and z (none "
                 "bundled: the exact N(0, I) score); z rows and noise maps sphere-projected"),
@@ -159,6 +174,8 @@ BENCH_SOLVERS: dict[str, BenchSolver] = {s.name: s for s in (
                 "skip of a structured prior, the per-feature one otherwise), without the network", priors="pca"),
     BenchSolver("sgilo-map", "sgilo", "as sgilo with beta = inf (no injected noise: projected gradient MAP)",
                 lambda c: replace(c, beta=math.inf)),
+    BenchSolver("sgilo-h1", "sgilo", "as sgilo, rounds k = 0, 1 only (no round on h_2): the ablation of depth",
+                _sgilo_h1),
     BenchSolver("sgilo-z", "sgilo", "as sgilo, round k = 0 only (z and the noise maps of block 0), learned z prior",
                 _sgilo_z),
     BenchSolver("lasso-dct", "lasso", "DCT coefficients, l1 penalty (FISTA)"),
@@ -206,7 +223,7 @@ SOLVER_PRESETS: dict[str, SolverPreset] = {
     # The values tuned on train/ for the bundled model (`sgilo.app.presets`, docs/tuning.md) with fewer steps, so
     # that the default run (64 images × 12 tasks × 3 solvers) fits 2 hours on a 2-core AVX2 CPU without native bf16
     # (fp32; ~30 ms per generator row-step per core): CSGM 100 steps, 1 restart (paper: 500, 2); ILO rounds
-    # (30, 30, 15, 15) (paper: 50, 50, 25, 25); SGILO 3 chains × rounds (100, 50) (tuned: 4 × (200, 100)). The SGILO
+    # (30, 30, 15, 15) (paper: 50, 50, 25, 25); SGILO 3 chains × rounds (100, 50, 50) (tuned: 4 × (200, 100, 100)). The SGILO
     # budget was set by time: a first run with 3 × (60, 30) went at a pace of 72 min for the whole grid, leaving room for
     # 5/3 of the SGILO steps. On 4 train/ faces 3 × (60, 30) gave 19.19 dB against 19.80 for 4 × (150, 50)
     # (inpaint-random 3 %), and 19.52 against 20.00 (cs-gaussian 1 %) (docs/tuning.md).
@@ -216,24 +233,25 @@ SOLVER_PRESETS: dict[str, SolverPreset] = {
     "default": SolverPreset(
         {"csgm": replace(_TUNED["csgm"], steps=100, restarts=1),
          "ilo": replace(_TUNED["ilo"], steps=(30, 30, 15, 15)),
-         "sgilo": replace(_TUNED["sgilo"], chains=3, steps=(100, 50)),
+         "sgilo": replace(_TUNED["sgilo"], chains=3, steps=(100, 50, 50)),
          **_LASSO},
         batch=8, n_images=64,
         tuning="sgilo.app.presets 'utkface64': tuned on 4 train/ faces, inpaint-random 5% (docs/tuning.md), "
                "curvature bound kappa_z = 30 tuned on 4 train/ faces x 6 tasks; ILO GeoCross 0 and l1 radius 30 "
-               "tuned at equal budget (300, K = 3) on 4 train/ faces x 4 sparse tasks; for time: CSGM 100 steps, "
-               "1 restart (paper: 500, 2), ILO (30, 30, 15, 15) (paper: 50, 50, 25, 25), SGILO 3 chains x "
-               "(100, 50) (tuned: 4 x (200, 100))"),
+               "tuned at equal budget (300, K = 3) on 4 train/ faces x 4 sparse tasks; SGILO burn-in 0.8 and rounds "
+               "k = 0, 1, 2 chosen at equal budget on 8 train/ faces x 4 sparse tasks and 4 x CSGM protocol; for "
+               "time: CSGM 100 steps, 1 restart (paper: 500, 2), ILO (30, 30, 15, 15) (paper: 50, 50, 25, 25), "
+               "SGILO 3 chains x (100, 50, 50) (tuned: 4 x (200, 100, 100))"),
     # The 'default' settings with about 1/2 of the steps (SGILO 3/10), on 8 images.
     "quick": SolverPreset(
         {"csgm": replace(_TUNED["csgm"], steps=50, restarts=1),
          "ilo": replace(_TUNED["ilo"], steps=(20, 20, 10, 10)),
-         "sgilo": replace(_TUNED["sgilo"], chains=3, steps=(30, 15)),
+         "sgilo": replace(_TUNED["sgilo"], chains=3, steps=(30, 15, 15)),
          "lasso-dct": LassoConfig(basis="dct", iters=100),
          "lasso-wavelet": LassoConfig(basis="wavelet", iters=100)},
         batch=8, n_images=8, tuning="the 'default' values with step counts scaled down for time only"),
     # The full tuned budgets of `sgilo.app.presets` 'utkface64' (CSGM 500 steps × 2 restarts, ILO (50, 50, 25, 25),
-    # SGILO 4 chains × (200, 100)): about 2.5× the 'default' run's time; for follow-up runs on a few tasks.
+    # SGILO 4 chains × (200, 100, 100)): about 2.5× the 'default' run's time; for follow-up runs on a few tasks.
     "tuned": _solver_preset_as_is("utkface64", "sgilo.app.presets 'utkface64' at full budget: tuned on 4 train/ "
                                                "faces (docs/tuning.md)"),
     # The papers' defaults (`sgilo.app.presets` 'paper'), for other generators.
