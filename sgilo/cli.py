@@ -89,8 +89,8 @@ def theory_cmd(name: str, out: str, quick: bool, seed: int) -> None:
 @click.option("--tasks", default="main", show_default=True,
               help="Task presets or groups (main, sparse, csgm-protocol, quick, all).")
 @click.option("--solvers", default="csgm,ilo,sgilo", show_default=True,
-              help="Comma list of csgm, csgm-noise, ilo, sgilo, sgilo-noburn, sgilo-gauss, sgilo-pca, sgilo-map, "
-                   "sgilo-h1, sgilo-z, lasso-dct, lasso-wavelet.")
+              help="Comma list of bench solvers: csgm, ilo, sgilo, their ablation variants (docs/benchmark.md), "
+                   "lasso-dct, lasso-wavelet; an unknown name lists them.")
 @click.option("--n-images", default=None, type=int, help="Images of the split [default: the preset's].")
 @click.option("--seeds", default=1, show_default=True, help="Seeds 0..S-1 per cell.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (resumable).")
@@ -155,9 +155,9 @@ def bench_speed_cmd(out, quick, device, steps, threads):
 @click.option("--data", required=True, type=click.Path(), help="Dataset zip/folder; only its train/ split is read.")
 @click.option("--task", required=True, help="Operator name (inpaint-random, superres, cs-gaussian, ...).")
 @click.option("--param", "params", multiple=True, help="Task parameter NAME=VALUE (repeatable), e.g. observed=0.05.")
-@click.option("--solver", required=True, type=click.Choice(["csgm", "csgm-noise", "ilo", "sgilo", "sgilo-noburn",
-                                                            "sgilo-gauss", "sgilo-pca", "sgilo-map", "sgilo-h1",
-                                                            "sgilo-z"]))
+@click.option("--solver", required=True,
+              help="A generative solver of sgilo bench: csgm, ilo, sgilo or an ablation variant (docs/benchmark.md); "
+                   "an unknown name lists them.")
 @click.option("--grid", default="{}", show_default=True,
               help='JSON {field: [values]} of solver-config overrides, e.g. \'{"eta": [1e-5, 3e-5]}\'.')
 @click.option("--n-images", default=4, show_default=True, type=click.IntRange(min=1), help="train/ images.")

@@ -25,7 +25,7 @@
     preconditioned by their covariance (``precondition=True``; η_h is then in units of that covariance). At equal
     budget (300 evaluations, K = 3, 4 train/ faces, inpaint-random 3 %) η_h ∈ {1e-3, 1e-2, 1e-1, 1} gave 19.27 /
     19.38 / 19.32 / 19.19 dB against 19.32 for transformer priors with unpreconditioned steps: η_h = 1e-2. With it h₁ moves 13 % of its
-    norm; a third round on h₂ then still lowered PSNR (19.19 vs 19.38 inpaint, 19.29 vs 19.82 CS 1 %) — before the burn-in.
+    norm; without the burn-in a third round on h₂ lowers PSNR (19.19 vs 19.38 inpaint, 19.29 vs 19.82 CS 1 %).
     Score time t_h = 0.05 instead of 0.01: the same PSNR on train/ (19.32 vs 19.38 inpaint 3 %, 19.82 vs 19.82 CS 1 %),
     and there the PCA priors' held-out ε-error is 59 % (h₁) and 32 % (h₂) below the per-feature Gaussian's, against
     38 % and 3 % at 0.01 (h₂'s rank-1024 residual variance swamps σ(0.01)² = 0.002).

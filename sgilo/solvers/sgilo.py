@@ -374,7 +374,7 @@ def prior_surrogate(it: Iterate, priors: Mapping, t: float, lam: float, mask_z: 
     scores = variable_scores(it, priors, t)
     if mask_z is not None and scores.get("z") is not None:
         scores["z"] = scores["z"] * mask_z
-    terms = [(s * p).flatten(1).sum(1) for (n, p), s in zip(it.params().items(), scores.values(), strict=True)
+    terms = [(s * p).flatten(1).sum(1) for p, s in zip(it.params().values(), scores.values(), strict=True)
              if s is not None]
     return -lam * sum(terms) if terms else it.z.new_zeros(it.z.shape[0])
 
