@@ -2,8 +2,8 @@
 
 * `run_sbc` — simulation-based calibration (Talts et al. 2018; Modrák et al. 2023; `sgilo.metrics.sbc`) on the model
   itself: truth z ~ N(0, I) (the Gaussianised w+ code) and noise maps ~ N(0, I), x = G(z), y = A x + σ_eff ε with
-  σ_eff = max(σ, σ_min) the noise level SGILO's likelihood assumes (`sgilo.solvers.objective.effective_sigma`), then L
-  SGILO chains per replicate and the rank of the truth among the L draws for: pixel values (one random pixel per
+  σ_eff (σ, or σ_min when σ = 0) the noise level SGILO's likelihood assumes (`sgilo.solvers.objective.effective_sigma`),
+  then L SGILO chains per replicate and the rank of the truth among the L draws for: pixel values (one random pixel per
   replicate, and P pixels pooled), the mean intensity of the unobserved region (inpainting; the whole image for other
   tasks), ‖z‖ and a random projection of h_k at the last round's split layer k (of z for one round). Writes
   DIR/sbc.json and DIR/sbc.png (rank histograms | ECDF differences with the simultaneous 95 % band).

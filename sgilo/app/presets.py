@@ -35,7 +35,8 @@
     20.38 / 18.11 / 21.19 / 20.62); 0.6 and 0.9 were within 0.15 dB of 0.8. After a burn-in the round-0 bound
     κ_z = 30 diverged on 1 % CS, κ_z = 3 lost 0.6 dB to κ_z = 1: κ_z = 1.
   - CSGM protocol m = 1000 (σ = 0.01), 4 train/ faces, bench 'default' steps: 25.49 dB with the burn-in, CSGM 24.29,
-    ILO 25.48. σ annealing (``sigma_anneal``) added 0.01 dB there (0.00 at m = 5000), so it stays off.
+    ILO 25.48. With the likelihood at the operator's σ = 0.01 instead of the floor 0.05 (all solvers'
+    `effective_sigma`), SGILO rose by 0.9–1.2 dB at m = 1000 … 10000 (4 train/ faces, budget 300).
   - Depth, with the burn-in: a round on h₂ (rounds (200, 100, 100) instead of (200, 100), same 300 evaluations, K = 3,
     8 train/ faces) gave 20.39 / 18.42 / 20.87 / 20.63 dB against 20.32 / 18.18 / 20.92 / 20.57 on the four sparse
     tasks, and at the CSGM protocol's m = 5000 (4 train/ faces, bench 'default' steps) 28.11 against 26.33 (ILO 27.02);

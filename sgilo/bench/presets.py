@@ -260,7 +260,7 @@ SOLVER_PRESETS: dict[str, SolverPreset] = {
     "smoke": SolverPreset(
         {"csgm": CSGMConfig(steps=3, restarts=1),
          "ilo": ILOConfig(steps=(2, 2)),
-         "sgilo": SGILOConfig(chains=2, steps=(2, 2)),
+         "sgilo": SGILOConfig(chains=2, steps=(2, 2), eta=1e-6),   # the default 3e-5 is unstable on tiny generators
          "lasso-dct": LassoConfig(basis="dct", iters=10, lambdas=(1e-3, 1e-2)),
          "lasso-wavelet": LassoConfig(basis="wavelet", iters=10, lambdas=(1e-3, 1e-2))},
         batch=2, n_images=2, tuning="none (smoke test)"),

@@ -45,7 +45,7 @@ class CSGMConfig:
     ridge: float = 1.0                # λ_z of (λ_z/2)‖z‖² (1 = the z ~ N(0, I) prior; Bora et al. use a small λ).
     noise_lookahead: int = 2          # Noise maps of blocks 0..lookahead are free (ILO round 0: 2; -1: none).
     project: bool = True              # Spherical projection of z rows / free noise maps (ILO/PULSE round 0).
-    sigma_min: float = 0.05           # Noise floor σ_min of the likelihood.
+    sigma_min: float = 0.05           # Likelihood σ of noiseless operators (σ = 0).
     precision: str = "fp32"       # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
     lpips_weight: float = 0.0         # Optional LPIPS weight; needs `perceptual`.
     geocross: float = 0.0             # GeoCross weight on w+ rows, relative to the MSE term (CSGM: none).

@@ -52,7 +52,7 @@ class ILOConfig:
     l1_radius_noise: tuple[float, ...] | None = None  # Per-round ℓ1 radii for each noise map (ILO: off).
     init: str = "randn"                         # z init: 'randn' (ILO) or 'ones' (sgilo reference).
     carry_skip: bool = True                     # Exact split (False reproduces the reference's dropped skip image).
-    sigma_min: float = 0.05                     # Noise floor σ_min of the likelihood (ours; σ → 0 handled).
+    sigma_min: float = 0.05                     # Likelihood σ of noiseless operators (σ = 0; ours).
     precision: str = "fp32"                 # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
     lpips_weight: float = 0.0                   # LPIPS weight (ILO pe = 1); needs `perceptual`.
     geocross: float = 0.01                      # GeoCross weight on w+ rows, relative to the MSE term (ILO: 0.01).

@@ -26,16 +26,20 @@ because the data term's curvature through the generator grows ~20× while ‖A�
 preconditioned curvature ρ of the potential (data Gauss–Newton term plus prior stiffness) is estimated per chain and
 the round's steps of that chain are multiplied by min(1, κ/ρ); they are never raised.
 
-Blow-up guard (ours, `Rollback`): a chain whose data term exceeds ``guard.data_factor`` × its round-start value, whose
-‖h_k‖ exceeds ``guard.h_factor`` × its round-start norm, or whose iterate is non-finite is rolled back to its last good
-iterate and continues with half its step; after ``guard.retries`` halvings of one chain the run stops, keeps the last
-good iterate of every chain and says so in one line (``diagnostics['stopped']``, logger ``sgilo``).
+Blow-up guard (ours, `Rollback`): a chain whose data term rises above its round-start value f₀ by more than
+``guard.data_rise`` · m / min(β, 1) (m measurements per image), whose ‖h_k‖ exceeds ``guard.h_factor`` × its
+round-start norm, or whose iterate is non-finite is rolled back to its last good iterate and continues with half its
+step. The allowance is 4× the largest rise a stable chain shows on average: near a mode the posterior's data term sits
+rank/(2β) above its minimum (Laplace approximation; the rank of A J is at most m), and a chain that starts away from a
+mode lowers f. Unstable ULA steps (η ρ > 2 along some direction) multiply the deviation at every step instead
+(a relative threshold of 1000 × f₀ let such a chain end 30 × above f₀). After ``guard.retries`` halvings of one chain
+the run stops, keeps the last good iterate of every chain and says so in one line (``diagnostics['stopped']``, logger
+``sgilo``). The iterate after a round's last step is not checked (its data term is first computed by the next round or
+the final render).
 
-Options of issue 16 (off by default): ``t_schedule`` = (t_max, t_min) anneals the score time geometrically over each
-round's steps (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1); ``sigma_anneal`` lowers the likelihood's σ
-geometrically from σ_eff = max(σ, σ_min) to the operator's σ over the last round; the data curvature grows as 1/σ²,
-so the curvature control's ρ is scaled by σ_0²/σ_i² and its factor min(1, κ/ρ) recomputed (without the control every
-step scales by σ_i²/σ_0²), and the bound still holds.
+Option of issue 16 (off by default): ``t_schedule`` = (t_max, t_min) anneals the score time geometrically over each
+round's steps (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1). The likelihood's σ is the operator's whenever
+it declares one (`sgilo.solvers.objective.effective_sigma`); σ_min only stands in for noiseless operators.
 
 Burn-in (``burn_in`` > 0, ours): the first fraction of every round's steps are Adam steps (CSGM's optimiser, Bora et
 al. 2017) on the same potential U = f − λ log p, the prior entering through its score (`prior_surrogate`); the chain
@@ -121,12 +125,12 @@ class CurvatureControl:
 
 @dataclass(frozen=True)
 class BlowupGuard:
-    data_factor: float = 1e3                # blow-up: f > data_factor × round-start f (σ-annealing corrected).
+    data_rise: float = 2.0                  # blow-up: f > round-start f + data_rise · m / min(β, 1), m measurements.
     h_factor: float = 1e2                   # blow-up: ‖h_k‖ > h_factor × round-start ‖h_k‖.
     retries: int = 3                        # halvings of one chain's step before the run stops.
 
     def __post_init__(self) -> None:
-        check_positive(self.data_factor, "guard data_factor")
+        check_positive(self.data_rise, "guard data_rise")
         check_positive(self.h_factor, "guard h_factor")
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"guard retries must be an integer >= 0, got {self.retries!r}")
@@ -148,7 +152,6 @@ class SGILOConfig:
     beta: float = 1.0                       # Inverse temperature β (1 = posterior, inf = MAP).
     t_h: float = 0.01                       # Diffusion time of the score s_θ(·, t_h) (reference hot time 0.01).
     t_schedule: tuple[float, float] | None = None   # (t_max, t_min): geometric score time per round (None: t_h).
-    sigma_anneal: bool = False              # Last round: σ from σ_eff down to the operator's σ (none if σ = 0).
     precondition: bool = False              # h_k steps preconditioned by its prior's covariance (R Rᵀ; issue 16).
     burn_in: float = 0.0                    # Fraction of every round's steps run first as Adam on U (towards a mode).
     burn_in_lr: float = 0.1                 # Adam learning rate of the burn-in (CSGM's, Bora et al. 2017).
@@ -161,7 +164,7 @@ class SGILOConfig:
     l1_radius_noise: tuple[float, ...] | None = None
     init: str = "randn"                     # z init per chain ('ones' = reference, identical chains).
     carry_skip: bool = True                 # Exact split.
-    sigma_min: float = 0.05                 # Noise floor σ_min of the likelihood.
+    sigma_min: float = 0.05                 # Likelihood σ of noiseless operators (σ = 0), the model mismatch.
     precision: str = "fp32"                 # Generator tail in 'fp32' or 'bf16' autocast (f, updates fp32).
     lpips_weight: float = 0.0               # Optional LPIPS weight; needs `perceptual`.
     geocross: float | None = None           # GeoCross weight (None: 0.001 in reference mode, 0 in langevin mode).
@@ -347,19 +350,6 @@ def geometric(a: float, b: float, n: int) -> list[float]:
 
 
 # ----------------------------------------------------------------------------
-# Steps while σ is annealed (issue 16): the data term's curvature scales by σ_0²/σ_i² = 1/ratio. With the curvature
-# control the round-start ρ is scaled by it (as if all of ρ were data curvature: an upper bound) and min(1, κ/ρ_i)
-# recomputed; without it every step scales by ratio = σ_i²/σ_0².
-
-
-def annealed_steps(eta0: Mapping[str, float], ctl: dict | None, ratio: float) -> dict[str, float | Tensor]:
-    if ctl is None:
-        return {v: e * ratio for v, e in eta0.items()}
-    scale = step_scale(ctl["rho"] / ratio, ctl["kappa"])
-    return {v: e * scale for v, e in eta0.items()}
-
-
-# ----------------------------------------------------------------------------
 # Burn-in (ours, off by default): the first fraction ``c.burn_in`` of every round's steps minimise
 # U = f + penalty − λ log p(v) over the round's variables with Adam (lr ``c.burn_in_lr``, CSGM's; Bora et al. 2017)
 # before the chain samples. Moving the start towards a mode is a standard MCMC initialisation: the target is unchanged.
@@ -415,17 +405,20 @@ class Rollback:
     """The last good iterate of every row, the round-start references and each row's step factor (1, ½, ¼, …)."""
 
     good: dict[str, Tensor]
-    f0: Tensor | None           # [N] round-start data term (times σ_i², so σ annealing does not count as a blow-up)
+    f0: Tensor | None           # [N] round-start data term
+    allowance: float            # rise of f over f0 that counts as a blow-up: data_rise · m / min(β, 1)
     h0: Tensor | None           # [N] round-start ‖h_k‖
     backoff: Tensor             # [N] step factor of each row
     halvings: Tensor            # [N] halvings so far
     guard: BlowupGuard
 
     @staticmethod
-    def at(it: Iterate, guard: BlowupGuard) -> Rollback:
+    def at(it: Iterate, guard: BlowupGuard, m: int, beta: float = 1.0) -> Rollback:
+        """The guard of a round starting at ``it``; m: measurements per image, beta: the chains' inverse temperature."""
         n = it.z.shape[0]
         h0 = None if it.h is None else it.h.detach().flatten(1).norm(dim=1)
-        return Rollback({k: p.detach().clone() for k, p in it.params().items()}, None, h0,
+        return Rollback({k: p.detach().clone() for k, p in it.params().items()}, None,
+                        guard.data_rise * m / min(beta, 1.0), h0,
                         torch.ones(n, device=it.z.device), torch.zeros(n, dtype=torch.long, device=it.z.device), guard)
 
     def steps(self, eta: Mapping[str, float | Tensor]) -> dict[str, float | Tensor]:
@@ -440,17 +433,16 @@ class Rollback:
         return ~(h.detach().flatten(1).norm(dim=1) <= self.guard.h_factor * self.h0.clamp_min(1e-30))
 
     @torch.no_grad()
-    def check(self, it: Iterate, before: dict[str, Tensor], f: Tensor, f_scale: float) -> tuple[Tensor, list[str]]:
-        """After a step from ``before`` (values f, in units where f·f_scale is σ-independent): rows whose pre-step
+    def check(self, it: Iterate, before: dict[str, Tensor], f: Tensor) -> tuple[Tensor, list[str]]:
+        """After a step from ``before`` (f: the data term at ``before``, [N]): rows whose pre-step
         iterate blew up go back to their last good iterate; rows whose new iterate is non-finite or has a blown-up ‖h‖
         go back to ``before``. Both halve their step. Returns (bad_pre [N] bool, reasons)."""
-        fs = f * f_scale
         if self.f0 is None:
-            self.f0 = fs.clamp_min(1e-30)
-        bad_pre = ~(fs <= self.guard.data_factor * self.f0)                     # NaN/inf count as bad
-        reasons = [("non-finite data term" if not math.isfinite(float(fs[r])) else
-                    f"data term {float(fs[r] / f_scale):.3g} > {self.guard.data_factor:g} × its round-start "
-                    f"{float(self.f0[r] / f_scale):.3g}") for r in bad_pre.nonzero().flatten()[:1].tolist()]
+            self.f0 = f.clone()
+        bad_pre = ~(f <= self.f0 + self.allowance)                              # NaN/inf count as bad
+        reasons = [("non-finite data term" if not math.isfinite(float(f[r])) else
+                    f"data term {float(f[r]):.3g} > its round-start {float(self.f0[r]):.3g} + {self.allowance:.3g}")
+                   for r in bad_pre.nonzero().flatten()[:1].tolist()]
         hb = self._h_bad(before.get("h"))
         if hb is not None and bool(hb.any()):
             bad_pre |= hb
@@ -533,8 +525,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     Shapes: y [B, ...]; returns samples [K, B, C, H, W], x_hat/std [B, C, H, W], z [K·B, L, D] (row c·B + b).
     Diagnostics: 'nfe', 'stopped', 'final_data_term' [K][B], 'curvature' (per round), 'h_move' (per round k ≥ 1:
     ‖h_k − head_k(z)‖ / ‖head_k(z)‖ at the round's end, 'mean' and per row 'rows' [K·B], 'start' = mean at its start),
-    'halvings' [K·B] (blow-up guard),
-    'sigma_schedule' (σ annealing), R̂/ESS of the last round's traces.
+    'halvings' [K·B] (blow-up guard), R̂/ESS of the last round's traces.
     """
     c, priors = config, dict(priors or {})
     problem = make_problem(y, operator, G, fit, c.chains, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
@@ -558,8 +549,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
 def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGILOConfig, priors: Mapping):
     penalty = geocross_penalty(problem, c.geocross_weight)               # optional GeoCross (0 by default)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
-    sigma0, sigma_y = problem.fidelity.sigma, float(problem.fidelity.operator.sigma)
-    seconds, curvature, moves, stopped, sigmas = [], [], [], None, None
+    seconds, curvature, moves, stopped = [], [], [], None
     halvings = torch.zeros(it.z.shape[0], dtype=torch.long)
     for k, n in enumerate(steps):
         if k < it.k:                                                      # continuation: layers < k0 are in h_k0
@@ -571,24 +561,18 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
         move0 = h_move(problem, it)                                       # h_k's departure from head_k(z) so far
         n -= burn_in(problem, it, c, n, priors, penalty, cons)            # optional: Adam towards a mode first
         times = geometric(*c.t_schedule, n) if c.t_schedule else [c.t_h] * n   # annealed Langevin (Song & Ermon)
-        last_round = k == len(steps) - 1
-        sigmas = geometric(sigma0, sigma_y, n) if (c.sigma_anneal and last_round and 0 < sigma_y < sigma0) else None
-        eta0, ctl = step_sizes(it, c), None                              # η_v
-        eta = eta0
+        eta = step_sizes(it, c)                                           # η_v
         if c.curvature is not None:                                       # η_v ← η_v · min(1, κ/ρ) per chain (ours)
-            ctl = curvature_control(problem, it, eta0, c, priors, t=min(times))
-            eta = {v: e * ctl["scale"] for v, e in eta0.items()}
+            ctl = curvature_control(problem, it, eta, c, priors, t=min(times))
+            eta = {v: e * ctl["scale"] for v, e in eta.items()}
             curvature.append({"k": k, "kappa": ctl["kappa"], "rho": ctl["rho"].tolist(),
                               "scale": ctl["scale"].tolist()})
-        guard = Rollback.at(it, c.guard)
+        guard = Rollback.at(it, c.guard, problem.fidelity.y[0].numel(), c.beta)
         for i in tqdm(range(n), desc=f"sgilo round k={k}", disable=not problem.progress, leave=False):
-            if sigmas is not None:                                        # likelihood at σ_i, steps for its curvature
-                problem.fidelity.sigma = sigmas[i]
-                eta = annealed_steps(eta0, ctl, (sigmas[i] / sigma0) ** 2)
             eta_i = guard.steps(eta)
             before = {v: p.detach().clone() for v, p in it.params().items()}
             x, f = sgilo_step(problem, it, eta_i, priors, c, t=times[i], penalty=penalty, constraints=cons)  # Eq. 5
-            bad, reasons = guard.check(it, before, f, problem.fidelity.sigma ** 2)
+            bad, reasons = guard.check(it, before, f)
             if not bool(bad.any()):
                 record_step(problem, k, x, f)
             if guard.exhausted():
@@ -607,6 +591,5 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
         if stopped:
             break
     extra = {"curvature": curvature or None, "h_move": moves or None,
-             "halvings": halvings.tolist(),
-             "sigma_schedule": None if sigmas is None else [sigmas[0], sigmas[-1]]}
+             "halvings": halvings.tolist()}
     return it, seconds, stopped, extra
