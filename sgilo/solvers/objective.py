@@ -7,10 +7,10 @@ ICML 2017): a proper Gaussian negative log-likelihood instead of the reference's
 noiseless problems (σ = 0) the likelihood is a delta and Langevin dynamics would need a zero step size, so σ_min
 (default 0.05 in [-1, 1] units, roughly the representation error of a 64×64 StyleGAN-2 on held-out faces) stands in
 as the model-mismatch noise level. Flooring every σ at σ_min instead (σ_eff = max(σ, σ_min)) under-weighted the data
-25-fold in the CSGM protocol (σ = 0.01) and cost SGILO about 1 dB at m ≥ 1000 there (docs/tuning.md). Unlike the original code
-(docs/original-code.md#bug-8) the image is not clamped before A, so saturated pixels keep their gradient. The optional
-perceptual term compares pseudo-inverse images A†A x̂ and A†y (the original's masked "fill" target was not
-detached, docs/original-code.md#bug-9; here nothing from the iterate enters the target), and needs a
+25-fold in the CSGM protocol (σ = 0.01) and cost SGILO about 1 dB at m ≥ 1000 there (docs/tuning.md). Unlike the
+original code (docs/original-code.md#bug-8) the image is not clamped before A, so saturated pixels keep their
+gradient. The optional perceptual term compares pseudo-inverse images A†A x̂ and A†y (the original's masked "fill"
+target was not detached, docs/original-code.md#bug-9; here nothing from the iterate enters the target), and needs a
 user-supplied LPIPS callable built from local weights (never downloaded).
 
 GeoCross (Menon et al. 2020, PULSE.py) is the optional regulariser of ILO and the SGILO reference: the
@@ -68,10 +68,15 @@ class DataFidelity:
         return self.y.shape[0]
 
     @property
+    def measurements(self) -> int:
+        """m, the measurements per image."""
+        return self.y[0].numel()
+
+    @property
     def mse_scale(self) -> float:
         """m / (2σ_eff²), m = measurements per image: f = mse_scale · mean((A x − y)²), so a weight w given relative
         to the reference's mean-squared-error term (weight 1) is w · mse_scale in our likelihood units."""
-        return self.y[0].numel() / (2 * self.sigma**2)
+        return self.measurements / (2 * self.sigma**2)
 
     def _chunks(self, x: Tensor) -> list[Tensor]:
         if x.shape[0] % self.batch:

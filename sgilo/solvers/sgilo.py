@@ -567,7 +567,7 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
             eta = {v: e * ctl["scale"] for v, e in eta.items()}
             curvature.append({"k": k, "kappa": ctl["kappa"], "rho": ctl["rho"].tolist(),
                               "scale": ctl["scale"].tolist()})
-        guard = Rollback.at(it, c.guard, problem.fidelity.y[0].numel(), c.beta)
+        guard = Rollback.at(it, c.guard, problem.fidelity.measurements, c.beta)
         for i in tqdm(range(n), desc=f"sgilo round k={k}", disable=not problem.progress, leave=False):
             eta_i = guard.steps(eta)
             before = {v: p.detach().clone() for v, p in it.params().items()}
