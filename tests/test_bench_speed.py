@@ -114,3 +114,20 @@ def test_cli_threads_option_reaches_the_config(tmp_path, monkeypatch):
     assert seen["cfg"].threads == 1 and seen["cfg"].steps == speed.QUICK.steps
     res = CliRunner().invoke(main, ["bench-speed", "--threads", "0", "--out", str(tmp_path / "t")])
     assert res.exit_code == 2 and "threads" in res.output
+
+
+def test_naive_step_rebuilds_a_network_free_pca_prior_and_z_may_use_the_exact_score(tmp_path):
+    """The bundled priors are PCA Gaussians without a network (kind from the caller, `structured` skip), and the
+    bundled model has no z prior (the solver uses −z). The naive step re-created the prior without `kind` and
+    `structured` and raised 'prior kind must be ...' on `sgilo bench-speed` with the bundled model."""
+    from sgilo.priors import LatentPrior, LatentScaler, VPSDE
+    from sgilo.priors.lowrank import LowRankGaussian
+    G = make_tiny_generator(32)
+    fit = fit_gaussianized_w(G.mapping, 500, generator=torch.Generator().manual_seed(0))
+    shape = tuple(h_shape(G.synthesis, 1))
+    pca = LowRankGaussian(shape, 4).fit(torch.randn(64, *shape, generator=torch.Generator().manual_seed(1)))
+    priors = {"h1": LatentPrior(None, VPSDE(), LatentScaler(shape), layer=1, structured=pca, kind="h")}
+    cfg = SpeedConfig(batches=(1,), chains=(2,), dtypes=("fp32",), steps=1, warmup=0, conv_shapes=((2, 16, 8),),
+                      curvature=False)
+    rep = run_speed(cfg, tmp_path, "cpu", models=(G, fit, priors))
+    assert rep["rows"][0]["naive_over_ours"] > 0

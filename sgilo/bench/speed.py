@@ -120,6 +120,9 @@ def speed_models(device: torch.device, round_k: int, seed: int = 0):
             priors[name] = load_prior(name, device=device)
             notes.append(f"{name}: bundled")
         except FileNotFoundError:
+            if name == "z":                                               # as the solver: the exact N(0, I) score
+                notes.append("z: the exact N(0, I) score -z (no bundled z prior, as in the solver)")
+                continue
             priors[name] = random_prior(tuple(shape), layer, device)
             notes.append(f"{name}: random weights (no bundled prior)")
     return G, fit, priors, source, notes
@@ -178,7 +181,8 @@ def naive_step(problem, it, c, priors, G_train, device: torch.device) -> float:
 
     sync(device)
     t0 = time.perf_counter()
-    fresh = {n: LatentPrior(p.net, type(p.sde)(**p.sde.to_dict()), p.scaler, p.layer, gaussian_skip=p.gaussian_skip)
+    fresh = {n: LatentPrior(p.net, type(p.sde)(**p.sde.to_dict()), p.scaler, p.layer, gaussian_skip=p.gaussian_skip,
+                            structured=p.structured, kind=p.kind)
              for n, p in priors.items()}
     gens = StackedGenerator(problem.gens.seed, problem.chains, problem.batch, device)
     prob = replace(problem, synthesis=G_train.synthesis, gens=gens)
