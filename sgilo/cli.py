@@ -279,19 +279,27 @@ def demo_cmd(out, seed, overwrite):
 @click.option("--shard-size", default=1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--images", default=None, type=click.Path(exists=True), help="Image folder/zip (train split), inverted.")
 @click.option("--ilo-steps", default="50,50,25,25", show_default=True, help="ILO Adam steps per round (inverted).")
+@click.option("--ilo-preset", type=click.Choice(["paper", "utkface64"]), default="paper", show_default=True,
+              help="ILO settings of the inversions (inverted): 'paper' (no l1 balls, GeoCross 0.01) or 'utkface64' "
+                   "(l1 radius 30 on h_k, GeoCross 0, bf16 where native; docs/tuning.md).")
+@click.option("--skip", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Images of the train split skipped before the first one inverted (e.g. to keep tuning faces out).")
 @click.option("--seed", default=0, show_default=True)
-def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, seed):
+def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, ilo_preset, skip, seed):
     """Write a latent data set for score-prior training; re-running resumes (finished shards are kept).
     Example: sgilo make-latents --kind synthetic --layer 2 --out ~/latents/h2 --n 20000"""
+    from sgilo.app.presets import PRESETS
     from sgilo.generator import load_generator
     from sgilo.training.latents import make_latents
     G, fit = load_generator(model)
     imgs = None
     if images is not None:
         from sgilo.utils.datasets import load_image_set, to_float
-        imgs = to_float(load_image_set(images, G.img_resolution, "train", limit=n))
+        imgs = to_float(load_image_set(images, G.img_resolution, "train", limit=skip + n))[skip:]
     steps = tuple(int(s) for s in ilo_steps.split(","))
-    path = make_latents(G, fit, out, kind, layer, n, shard_size, seed, str(model), imgs, steps)
+    ilo = None if ilo_preset == "paper" else PRESETS[ilo_preset]["ilo"]
+    path = make_latents(G, fit, out, kind, layer, n, shard_size, seed, str(model), imgs, steps, ilo=ilo,
+                        ilo_name=ilo_preset, first_image=skip)
     click.echo(f"latents ({kind}, layer {layer}) -> {path}/manifest.json")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -78,3 +79,23 @@ def test_inverted_latents_with_ilo(tmp_path, gen_fit):
     assert torch.isfinite(h).all()
     with pytest.raises(ValueError, match="needs images"):
         L.make_latents(G, fit, tmp_path / "inv2", "inverted", layer=1, n=2, progress=False)
+
+
+def test_inverted_latents_with_a_given_ilo_config_record_it_and_cut_its_radii(tmp_path, gen_fit):
+    """`--ilo-preset utkface64` inverts with ℓ1 balls on h_k (radius per round, cut to the rounds run); the manifest
+    names the ILO settings and the first image, so a folder made with other settings is not resumed."""
+    from sgilo.solvers.ilo import ILOConfig
+    G, fit = gen_fit
+    cfg = ILOConfig(l1_radius_h=(1e9, 30.0, 30.0, 30.0), geocross=0.0)
+    assert L.ilo_for_rounds(cfg, (3, 2)).l1_radius_h == (1e9, 30.0) and L.ilo_for_rounds(cfg, (3, 2)).steps == (3, 2)
+    assert L.ilo_for_rounds(replace(cfg, steps=(1, 1), l1_radius_h=(1e9, 5.0)), (1, 1, 1)).l1_radius_h == (1e9, 5.0, 5.0)
+    with torch.no_grad():
+        images = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    out = L.make_latents(G, fit, tmp_path / "inv", "inverted", layer=1, n=2, images=images, ilo_steps=(3, 2),
+                         progress=False, ilo=cfg, ilo_name="utkface64", first_image=7)
+    h, man = L.load_latents(out, "h")
+    assert man["params"]["ilo"] == "utkface64" and man["params"]["first_image"] == 7 and torch.isfinite(h).all()
+    with pytest.raises(ValueError, match="use another --out"):
+        L.make_latents(G, fit, out, "inverted", layer=1, n=2, images=images, ilo_steps=(3, 2), progress=False)
+    with pytest.raises(ValueError, match="needs images"):
+        L.make_latents(G, fit, tmp_path / "e", "inverted", layer=1, n=2, images=images[:0], progress=False)

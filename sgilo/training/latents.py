@@ -56,8 +56,10 @@ def synthetic_latents(G: Generator, fit: GaussianizedW, layer: int, n: int, gene
 
 
 def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tensor, generator: torch.Generator | None,
-                     steps: tuple[int, ...] = (50, 50, 25, 25), batch: int = 64) -> dict[str, Tensor]:
-    """ILO with A = I on ``images`` [n, 3, R, R] in [-1, 1]; rounds 0..max(layer, 0) so the last state is at ≥ k."""
+                     steps: tuple[int, ...] = (50, 50, 25, 25), batch: int = 64, ilo=None) -> dict[str, Tensor]:
+    """ILO with A = I on ``images`` [n, 3, R, R] in [-1, 1]; rounds 0..max(layer, 0) so the last state is at ≥ k.
+    ``ilo``: an `ILOConfig` (ℓ1 radii, GeoCross, precision; its steps and per-round radii are cut to the rounds run),
+    else ILO's defaults."""
     try:
         from sgilo.operators.pointwise import Denoising
         from sgilo.solvers.ilo import ILOConfig, solve
@@ -65,9 +67,10 @@ def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tenso
         raise RuntimeError(f"inverted latents need the ILO solver (sgilo.solvers.ilo), which failed to import: "
                            f"{e}") from e
     rounds = tuple(steps[:layer + 1]) if layer < len(steps) else tuple(steps) + (steps[-1],) * (layer + 1 - len(steps))
+    config = ilo_for_rounds(ilo or ILOConfig(), rounds)
     zs, hs = [], []
     for i in range(0, images.shape[0], batch):
-        res = solve(images[i:i + batch], Denoising(), G, fit, config=ILOConfig(steps=rounds), generator=generator)
+        res = solve(images[i:i + batch], Denoising(), G, fit, config=config, generator=generator)
         zs.append(res.z.detach().cpu())
         if layer > 0:
             hs.append(_h_at(G, res.state, layer).cpu())
@@ -75,6 +78,19 @@ def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tenso
     if layer > 0:
         out["h"] = torch.cat(hs)
     return out
+
+
+def ilo_for_rounds(config, rounds: tuple[int, ...]):
+    """``config`` (an `ILOConfig`) with ``rounds`` steps and its per-round ℓ1 radii cut or extended (last value) to
+    match."""
+    from dataclasses import replace
+    n, cut = len(rounds), {}
+    for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise"):
+        r = getattr(config, name)
+        if r is not None:
+            r = tuple(r)
+            cut[name] = r[:n] if len(r) >= n else r + (r[-1],) * (n - len(r))
+    return replace(config, steps=tuple(rounds), **cut)
 
 
 def _h_at(G: Generator, state: IntermediateState, layer: int) -> Tensor:
@@ -92,10 +108,12 @@ def _h_at(G: Generator, state: IntermediateState, layer: int) -> Tensor:
 
 def make_latents(G: Generator, fit: GaussianizedW, out: str | Path, kind: str = "synthetic", layer: int = 1,
                  n: int = 10000, shard_size: int = 1024, seed: int = 0, model: str = "", images: Tensor | None = None,
-                 ilo_steps: tuple[int, ...] = (50, 50, 25, 25), progress: bool = True) -> Path:
+                 ilo_steps: tuple[int, ...] = (50, 50, 25, 25), progress: bool = True, ilo=None,
+                 ilo_name: str = "paper", first_image: int = 0) -> Path:
     """Write ``n`` latents into ``out`` (shards + manifest.json); finished shards of an earlier run are kept.
 
-    Shapes: images [n_img, 3, R, R] in [-1, 1] (kind 'inverted' only; n = min(n, n_img)).
+    ``ilo``: the `ILOConfig` of the inversions (kind 'inverted'; None: ILO's defaults), ``ilo_name`` its name in the
+    manifest; ``first_image``: the split index of images[0], recorded in the manifest. Shapes: images [n_img, 3, R, R] in [-1, 1] (kind 'inverted' only; n = min(n, n_img)).
     """
     if kind not in KINDS:
         raise ValueError(f"latent kind must be one of {KINDS}, got {kind!r}")
@@ -103,13 +121,18 @@ def make_latents(G: Generator, fit: GaussianizedW, out: str | Path, kind: str = 
         raise ValueError("the generator has no Gaussianised-w+ fit (save it with save_generator(..., gaussian_fit=))")
     hs = h_shape(G.synthesis, layer)
     if kind == "inverted":
-        if images is None:
-            raise ValueError("kind 'inverted' needs images (the training split of the data set)")
+        if images is None or images.shape[0] == 0:
+            raise ValueError("kind 'inverted' needs images (the training split of the data set), got "
+                             f"{'none' if images is None else 0}")
         n = min(n, images.shape[0])
     out = Path(out)
     params = {"kind": kind, "layer": layer, "n": n, "shard_size": shard_size, "seed": seed, "model": str(model)}
     if kind == "inverted":
         params["ilo_steps"] = list(ilo_steps)
+        if ilo is not None:
+            params["ilo"] = ilo_name
+        if first_image:
+            params["first_image"] = int(first_image)
     manifest = {"format": FORMAT, "version": 1, "params": params, "z_shape": [G.num_ws, G.w_dim],
                 "h_shape": list(hs) if hs else None, "shards": [], "complete": False}
     man_path = out / "manifest.json"
@@ -129,7 +152,8 @@ def make_latents(G: Generator, fit: GaussianizedW, out: str | Path, kind: str = 
         if kind == "synthetic":
             data = synthetic_latents(G, fit, layer, count, gen)
         else:
-            data = inverted_latents(G, fit, layer, images[i * shard_size:i * shard_size + count], gen, tuple(ilo_steps))
+            data = inverted_latents(G, fit, layer, images[i * shard_size:i * shard_size + count], gen, tuple(ilo_steps),
+                                    ilo=ilo)
         data = {k: v.contiguous() for k, v in data.items()}
         atomic_write(out / name, lambda p, d=data: save_file(d, p))
         manifest["shards"].append({"file": name, "count": count})
