@@ -153,6 +153,8 @@ def test_solver_preset_is_typed_and_frozen():
     assert p.config("sgilo").burn_in > 0 and p.config("sgilo").curvature.kappa_z < 2       # ULA-stable after a burn-in
     noburn = p.config("sgilo-noburn")
     assert noburn.burn_in == 0 and noburn.curvature.kappa_z == 30 and noburn.steps == p.config("sgilo").steps
+    noprior = p.config("sgilo-noprior")
+    assert noprior.lam == 0 and replace(noprior, lam=p.config("sgilo").lam) == p.config("sgilo")
     with pytest.raises(ValueError, match="budget"):
         BenchConfig(data="d", out="o", budget=0)
     with pytest.raises(ValueError, match="too small"):

@@ -172,6 +172,9 @@ BENCH_SOLVERS: dict[str, BenchSolver] = {s.name: s for s in (
                 "for h_k (mean and variance of the prior's normalisation statistics)", priors="gauss"),
     BenchSolver("sgilo-pca", "sgilo", "as sgilo, each learned prior replaced by its Gaussian part (the PCA Gaussian "
                 "skip of a structured prior, the per-feature one otherwise), without the network", priors="pca"),
+    BenchSolver("sgilo-noprior", "sgilo", "as sgilo with prior weight lam = 0: the likelihood alone (flat prior on "
+                "h_k; z and the noise maps stay sphere-projected; h_k steps still preconditioned by the priors' "
+                "covariance): the ablation of the prior itself", lambda c: replace(c, lam=0.0)),
     BenchSolver("sgilo-map", "sgilo", "as sgilo with beta = inf (no injected noise: projected gradient MAP)",
                 lambda c: replace(c, beta=math.inf)),
     BenchSolver("sgilo-h1", "sgilo", "as sgilo, rounds k = 0, 1 only (no round on h_2): the ablation of depth",
