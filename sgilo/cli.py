@@ -295,7 +295,11 @@ def make_latents_cmd(model, kind, layer, out, n, shard_size, images, ilo_steps, 
     imgs = None
     if images is not None:
         from sgilo.utils.datasets import load_image_set, to_float
-        imgs = to_float(load_image_set(images, G.img_resolution, "train", limit=skip + n))[skip:]
+        imgs = to_float(load_image_set(images, G.img_resolution, "train", limit=skip + n))
+        if skip >= imgs.shape[0]:
+            raise click.BadParameter(f"expected fewer than the {imgs.shape[0]} train images of {images}, got {skip}",
+                                     param_hint="--skip")
+        imgs = imgs[skip:]
     steps = tuple(int(s) for s in ilo_steps.split(","))
     ilo = None if ilo_preset == "paper" else PRESETS[ilo_preset]["ilo"]
     path = make_latents(G, fit, out, kind, layer, n, shard_size, seed, str(model), imgs, steps, ilo=ilo,

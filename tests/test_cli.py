@@ -30,3 +30,17 @@ def test_library_error_is_one_line(tmp_path):
     assert res.exit_code != 0
     lines = [ln for ln in res.output.strip().splitlines() if ln]
     assert len(lines) == 1 and lines[0].startswith("sgilo: error:"), res.output
+
+
+def test_make_latents_skip_past_the_split_is_one_clear_line(tmp_path):
+    """``--skip`` beyond the train split named what was expected and what was received (it used to end in the
+    library's 'needs images ... got 0')."""
+    import numpy as np
+    from PIL import Image
+    (tmp_path / "faces" / "train").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(tmp_path / "faces" / "train" / f"{i}.png")
+    res = CliRunner().invoke(main, ["make-latents", "--kind", "inverted", "--images", str(tmp_path / "faces"),
+                                    "--skip", "5", "--n", "2", "--out", str(tmp_path / "lat")])
+    assert res.exit_code == 2 and "--skip" in res.output and "fewer than the 2 train images" in res.output, res.output
+    assert not (tmp_path / "lat").exists()
