@@ -26,6 +26,7 @@ from sgilo.bench.lasso import LassoConfig
 from sgilo.solvers.csgm import CSGMConfig
 from sgilo.solvers.ilo import ILOConfig
 from sgilo.app.presets import PRESETS
+from sgilo.solvers.schedules import resize_rounds
 from sgilo.solvers.sgilo import CurvatureControl, SGILOConfig
 
 
@@ -119,10 +120,10 @@ def preset_params(name: str, image_shape: tuple[int, int, int]) -> dict:
 def _first_rounds(c: SGILOConfig, steps: tuple[int, ...]) -> SGILOConfig:
     """``c`` with rounds k < len(steps) only, those ``steps``, and its per-round tuples cut to match."""
     R = len(steps)
-    cut = {n: getattr(c, n)[:R] for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")
+    cut = {n: resize_rounds(getattr(c, n), R) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")
            if getattr(c, n) is not None}
     if c.reference.tau_h is not None:
-        cut["reference"] = replace(c.reference, tau_h=c.reference.tau_h[:R])
+        cut["reference"] = replace(c.reference, tau_h=resize_rounds(c.reference.tau_h, R))
     return replace(c, steps=tuple(steps), **cut)
 
 

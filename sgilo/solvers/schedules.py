@@ -65,3 +65,12 @@ def per_round(values: Sequence[float] | None, rounds: int, name: str) -> list[fl
     if len(values) != rounds:
         raise ValueError(f"{name}: expected one value per round ({rounds}), got {len(values)}: {list(values)}")
     return [float(v) for v in values]
+
+
+# ----------------------------------------------------------------------------
+# A per-round tuple for n rounds: cut, or extended by repeating its last value.
+
+
+def resize_rounds(values: Sequence, n: int) -> tuple:
+    values = tuple(values)
+    return values[:n] if len(values) >= n else values + (values[-1],) * (n - len(values))

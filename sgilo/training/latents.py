@@ -63,10 +63,11 @@ def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tenso
     try:
         from sgilo.operators.pointwise import Denoising
         from sgilo.solvers.ilo import ILOConfig, solve
+        from sgilo.solvers.schedules import resize_rounds
     except ImportError as e:
         raise RuntimeError(f"inverted latents need the ILO solver (sgilo.solvers.ilo), which failed to import: "
                            f"{e}") from e
-    rounds = tuple(steps[:layer + 1]) if layer < len(steps) else tuple(steps) + (steps[-1],) * (layer + 1 - len(steps))
+    rounds = resize_rounds(steps, layer + 1)
     config = ilo_for_rounds(ilo or ILOConfig(), rounds)
     zs, hs = [], []
     for i in range(0, images.shape[0], batch):
@@ -84,13 +85,11 @@ def ilo_for_rounds(config, rounds: tuple[int, ...]):
     """``config`` (an `ILOConfig`) with ``rounds`` steps and its per-round ℓ1 radii cut or extended (last value) to
     match."""
     from dataclasses import replace
-    n, cut = len(rounds), {}
-    for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise"):
-        r = getattr(config, name)
-        if r is not None:
-            r = tuple(r)
-            cut[name] = r[:n] if len(r) >= n else r + (r[-1],) * (n - len(r))
-    return replace(config, steps=tuple(rounds), **cut)
+
+    from sgilo.solvers.schedules import resize_rounds
+    radii = {name: resize_rounds(getattr(config, name), len(rounds))
+             for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise") if getattr(config, name) is not None}
+    return replace(config, steps=tuple(rounds), **radii)
 
 
 def _h_at(G: Generator, state: IntermediateState, layer: int) -> Tensor:
@@ -113,7 +112,8 @@ def make_latents(G: Generator, fit: GaussianizedW, out: str | Path, kind: str = 
     """Write ``n`` latents into ``out`` (shards + manifest.json); finished shards of an earlier run are kept.
 
     ``ilo``: the `ILOConfig` of the inversions (kind 'inverted'; None: ILO's defaults), ``ilo_name`` its name in the
-    manifest; ``first_image``: the split index of images[0], recorded in the manifest. Shapes: images [n_img, 3, R, R] in [-1, 1] (kind 'inverted' only; n = min(n, n_img)).
+    manifest; ``first_image``: the split index of images[0], recorded in the manifest.
+    Shapes: images [n_img, 3, R, R] in [-1, 1] (kind 'inverted' only; n = min(n, n_img)).
     """
     if kind not in KINDS:
         raise ValueError(f"latent kind must be one of {KINDS}, got {kind!r}")
