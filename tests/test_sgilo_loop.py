@@ -134,6 +134,16 @@ def test_t_schedule_is_geometric_within_each_round(setup):
             sgilo.SGILOConfig(t_schedule=bad)
 
 
+def test_t_schedule_spans_the_burn_in_and_the_langevin_steps(setup):
+    # Before: the burn-in's Adam steps read the prior at t_h and only the Langevin steps after it were annealed, so with
+    # the preset's burn-in 0.8 the schedule reached a fifth of each round.
+    G, fit, op, y, _ = setup
+    p = RecordingPrior((G.synthesis.num_ws, G.synthesis.w_dim))
+    cfg = sgilo.SGILOConfig(steps=(5,), chains=1, eta=1e-6, burn_in=0.6, t_schedule=(0.8, 0.05))
+    sgilo.solve(y, op, G, fit, priors={"z": p}, config=cfg)
+    assert p.times == pytest.approx([0.8, 0.4, 0.2, 0.1, 0.05])
+
+
 # ----------------------------------------------------------------------------
 # The likelihood's σ is the operator's whenever it declares one; σ_min stands in only for a noiseless operator. (The
 # former floor max(σ, σ_min) made SGILO assume σ = 0.05 in the CSGM protocol's σ = 0.01 problems.)

@@ -38,7 +38,7 @@ the run stops, keeps the last good iterate of every chain and says so in one lin
 the final render).
 
 Option of issue 16 (off by default): ``t_schedule`` = (t_max, t_min) anneals the score time geometrically over each
-round's steps (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1). The likelihood's σ is the operator's whenever
+round's steps, the burn-in's included (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1). The likelihood's σ is the operator's whenever
 it declares one (`sgilo.solvers.objective.effective_sigma`); σ_min only stands in for noiseless operators.
 
 Burn-in (``burn_in`` > 0, ours): the first fraction of every round's steps are Adam steps (CSGM's optimiser, Bora et
@@ -370,18 +370,20 @@ def prior_surrogate(it: Iterate, priors: Mapping, t: float, lam: float, mask_z: 
 
 
 def burn_in(problem: Problem, it: Iterate, c: SGILOConfig, n: int, priors: Mapping,
-            penalty: Callable[[Iterate], Tensor] | None, cons: Constraints) -> int:
+            penalty: Callable[[Iterate], Tensor] | None, cons: Constraints, times: Sequence[float]) -> int:
     """Runs the first round(c.burn_in · n) (at most n − 1) of the round's n steps as Adam steps on U (prior scores at
-    t_h), in place; returns how many ran. Each costs one NFE per row, as a Langevin step does. A row whose iterate is
+    the round's score times ``times`` [n], step i at times[i]), in place; returns how many ran. Each costs one NFE per row, as a Langevin step does. A row whose iterate is
     non-finite afterwards goes back to its round-start value (the blow-up guard then watches the Langevin steps)."""
     nb = min(int(round(c.burn_in * n)), n - 1)
     if nb <= 0:
         return 0
     mask_z = active_rows(problem.synthesis, it.k, it.z)                   # z rows read by blocks ≥ k
-    objective = (lambda it: prior_surrogate(it, priors, c.t_h, c.lam, mask_z) + (0 if penalty is None else penalty(it)))
+    now = [times[0]]                                                      # the score time of the current step
+    objective = (lambda it: prior_surrogate(it, priors, now[0], c.lam, mask_z) + (0 if penalty is None else penalty(it)))
     start = {v: p.detach().clone() for v, p in it.params().items()}
     step = adam_step_factory(problem, it, nb, lambda i: c.burn_in_lr, cons, objective)
     for i in tqdm(range(nb), desc=f"sgilo burn-in k={it.k}", disable=not problem.progress, leave=False):
+        now[0] = times[i]
         x, f = step(i)
         record_step(problem, it.k, x, f, burn=True)
     with torch.no_grad():                                                 # a row that blew up starts from its start
@@ -559,8 +561,9 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
         it = begin_round(problem, it, k, c.noise_lookahead, c.carry_skip)
         cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])   # Π at round-start radii (ILO)
         move0 = h_move(problem, it)                                       # h_k's departure from head_k(z) so far
-        n -= burn_in(problem, it, c, n, priors, penalty, cons)            # optional: Adam towards a mode first
         times = geometric(*c.t_schedule, n) if c.t_schedule else [c.t_h] * n   # annealed Langevin (Song & Ermon)
+        nb = burn_in(problem, it, c, n, priors, penalty, cons, times)    # optional: Adam towards a mode first
+        n, times = n - nb, times[nb:]
         eta = step_sizes(it, c)                                           # η_v
         if c.curvature is not None:                                       # η_v ← η_v · min(1, κ/ρ) per chain (ours)
             ctl = curvature_control(problem, it, eta, c, priors, t=min(times))
