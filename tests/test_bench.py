@@ -280,3 +280,19 @@ def test_summary_reports_ilo_minus_csgm_paired_for_the_three_estimates():
     assert g["psnr_gain_over_csgm"]["ci95"] == pytest.approx(half, rel=1e-4)
     md = markdown(s, records, ("csgm", "ilo"))
     assert "### ILO − CSGM" in md and "| inpaint-random-3 | 4 | 0.50 ±" in md
+
+
+# ----------------------------------------------------------------------------
+# Resuming a folder in which one solver is complete: both ranks get work. Sharding the unit list before dropping the
+# finished units gave rank 0 every finished unit (nothing to run) and rank 1 all the rest.
+
+
+def test_pending_units_are_sharded_after_dropping_finished_ones():
+    from sgilo.bench.run import pending_units
+
+    units = [("t", 0, start, start + 8, solver) for start in range(0, 32, 8) for solver in ("a", "b")]
+    done = {("t", "a", 0, i) for i in range(32)} | {("t", "b", 0, i) for i in range(4)}   # b's first unit half done
+    shares = [pending_units(units, done, r, 2) for r in range(2)]
+    assert [len(s) for s in shares] == [2, 2]
+    assert sorted(shares[0] + shares[1]) == [u for u in sorted(units) if u[4] == "b"]
+    assert pending_units(units, done | {("t", "b", 0, i) for i in range(32)}, 0, 2) == []

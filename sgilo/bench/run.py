@@ -357,6 +357,17 @@ def distributed_setup() -> tuple[int, int, str]:
 
 
 # ----------------------------------------------------------------------------
+# This rank's share of the unfinished units. Sharding after dropping the finished ones keeps the ranks balanced when a
+# folder is resumed with some solvers already complete (sharding first gave one rank all of them and the other none).
+
+
+def pending_units(units: list[tuple], done: set[tuple], rank: int, world: int) -> list[tuple]:
+    """units: (task, seed, start, stop, solver); done: the (task, solver, seed, image) keys of finished cells."""
+    pending = [u for u in units if any((u[0], u[4], u[1], i) not in done for i in range(u[2], u[3]))]
+    return pending[rank::world]
+
+
+# ----------------------------------------------------------------------------
 # Rank 0: wait (no time-out) until every rank has written its done marker for this run.
 
 
@@ -404,9 +415,11 @@ def run_bench(cfg: BenchConfig, device: torch.device | str, models=None) -> list
     (parts / f"rank{rank}.done").unlink(missing_ok=True)
 
     done = {tuple(r[k] for k in KEY) for r in read_records(out)}
+    if world > 1:                                   # every rank has read the same records before any rank adds one
+        torch.distributed.barrier()
     units = [(t, s, start, min(start + batch, len(x_all)), solver) for t in cfg.tasks for s in range(cfg.seeds)
              for start in range(0, len(x_all), batch) for solver in cfg.solvers]
-    todo = [u for u in units[rank::world] if any((u[0], u[4], u[1], i) not in done for i in range(u[2], u[3]))]
+    todo = pending_units(units, done, rank, world)
     bar = tqdm(total=sum(u[3] - u[2] for u in todo), desc=f"bench rank {rank}", unit="img",
                disable=not cfg.progress or rank != 0)
     cache: dict = {}
