@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from sgilo.generator import fit_gaussianized_w, h_shape, head
+from sgilo.solvers.schedules import with_rounds
 from sgilo.training import latents as L
 from conftest import make_tiny_generator
 
@@ -87,8 +88,8 @@ def test_inverted_latents_with_a_given_ilo_config_record_it_and_cut_its_radii(tm
     from sgilo.solvers.ilo import ILOConfig
     G, fit = gen_fit
     cfg = ILOConfig(l1_radius_h=(1e9, 30.0, 30.0, 30.0), geocross=0.0)
-    assert L.ilo_for_rounds(cfg, (3, 2)).l1_radius_h == (1e9, 30.0) and L.ilo_for_rounds(cfg, (3, 2)).steps == (3, 2)
-    assert L.ilo_for_rounds(replace(cfg, steps=(1, 1), l1_radius_h=(1e9, 5.0)), (1, 1, 1)).l1_radius_h == (1e9, 5.0, 5.0)
+    assert with_rounds(cfg, (3, 2)).l1_radius_h == (1e9, 30.0) and with_rounds(cfg, (3, 2)).steps == (3, 2)
+    assert with_rounds(replace(cfg, steps=(1, 1), l1_radius_h=(1e9, 5.0)), (1, 1, 1)).l1_radius_h == (1e9, 5.0, 5.0)
     with torch.no_grad():
         images = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     out = L.make_latents(G, fit, tmp_path / "inv", "inverted", layer=1, n=2, images=images, ilo_steps=(3, 2),

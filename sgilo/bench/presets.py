@@ -26,7 +26,7 @@ from sgilo.bench.lasso import LassoConfig
 from sgilo.solvers.csgm import CSGMConfig
 from sgilo.solvers.ilo import ILOConfig
 from sgilo.app.presets import PRESETS
-from sgilo.solvers.schedules import resize_rounds
+from sgilo.solvers.schedules import with_rounds
 from sgilo.solvers.sgilo import CurvatureControl, SGILOConfig
 
 
@@ -117,19 +117,9 @@ def preset_params(name: str, image_shape: tuple[int, int, int]) -> dict:
 # optimises under which constraints (stated in the summary).
 
 
-def _first_rounds(c: SGILOConfig, steps: tuple[int, ...]) -> SGILOConfig:
-    """``c`` with rounds k < len(steps) only, those ``steps``, and its per-round tuples cut to match."""
-    R = len(steps)
-    cut = {n: resize_rounds(getattr(c, n), R) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")
-           if getattr(c, n) is not None}
-    if c.reference.tau_h is not None:
-        cut["reference"] = replace(c.reference, tau_h=resize_rounds(c.reference.tau_h, R))
-    return replace(c, steps=tuple(steps), **cut)
-
-
 def _sgilo_z(c: SGILOConfig) -> SGILOConfig:
     """Round k = 0 only, with all of SGILO's steps."""
-    return _first_rounds(c, (sum(c.steps),))
+    return with_rounds(c, (sum(c.steps),))
 
 
 def _sgilo_h1(c: SGILOConfig) -> SGILOConfig:
@@ -137,7 +127,7 @@ def _sgilo_h1(c: SGILOConfig) -> SGILOConfig:
     ``--budget`` scaled to the same total; without it, the first two rounds' steps)."""
     if len(c.steps) < 2:
         raise ValueError(f"sgilo-h1 needs a preset with at least 2 SGILO rounds, got steps {c.steps}")
-    return _first_rounds(c, c.steps[:2])
+    return with_rounds(c, c.steps[:2])
 
 
 def _sgilo_noburn(c: SGILOConfig) -> SGILOConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -74,3 +75,17 @@ def per_round(values: Sequence[float] | None, rounds: int, name: str) -> list[fl
 def resize_rounds(values: Sequence, n: int) -> tuple:
     values = tuple(values)
     return values[:n] if len(values) >= n else values + (values[-1],) * (n - len(values))
+
+
+ROUND_TUPLES = ("l1_radius_z", "l1_radius_h", "l1_radius_noise")   # per-round fields of ILOConfig and SGILOConfig
+
+
+def with_rounds(config, steps: Sequence[int]):
+    """``config`` (an `ILOConfig` or `SGILOConfig`) with these per-round ``steps`` and its per-round tuples (ℓ1 radii,
+    SGILO's ``reference.tau_h``) cut or extended (last value) to len(steps) rounds."""
+    n = len(steps)
+    fields = {f: resize_rounds(getattr(config, f), n) for f in ROUND_TUPLES if getattr(config, f) is not None}
+    ref = getattr(config, "reference", None)
+    if ref is not None and ref.tau_h is not None:
+        fields["reference"] = replace(ref, tau_h=resize_rounds(ref.tau_h, n))
+    return replace(config, steps=tuple(steps), **fields)

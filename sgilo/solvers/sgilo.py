@@ -38,8 +38,9 @@ the run stops, keeps the last good iterate of every chain and says so in one lin
 the final render).
 
 Option of issue 16 (off by default): ``t_schedule`` = (t_max, t_min) anneals the score time geometrically over each
-round's steps, the burn-in's included (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1). The likelihood's σ is the operator's whenever
-it declares one (`sgilo.solvers.objective.effective_sigma`); σ_min only stands in for noiseless operators.
+round's steps, the burn-in's included (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1). The likelihood's σ is
+the operator's whenever it declares one (`sgilo.solvers.objective.effective_sigma`); σ_min only stands in for
+noiseless operators.
 
 Burn-in (``burn_in`` > 0, ours): the first fraction of every round's steps are Adam steps (CSGM's optimiser, Bora et
 al. 2017) on the same potential U = f − λ log p, the prior entering through its score (`prior_surrogate`); the chain
@@ -371,15 +372,17 @@ def prior_surrogate(it: Iterate, priors: Mapping, t: float, lam: float, mask_z: 
 
 def burn_in(problem: Problem, it: Iterate, c: SGILOConfig, n: int, priors: Mapping,
             penalty: Callable[[Iterate], Tensor] | None, cons: Constraints, times: Sequence[float]) -> int:
-    """Runs the first round(c.burn_in · n) (at most n − 1) of the round's n steps as Adam steps on U (prior scores at
-    the round's score times ``times`` [n], step i at times[i]), in place; returns how many ran. Each costs one NFE per row, as a Langevin step does. A row whose iterate is
-    non-finite afterwards goes back to its round-start value (the blow-up guard then watches the Langevin steps)."""
+    """Runs the first round(c.burn_in · n) (at most n − 1) of the round's n steps as Adam steps on U (step i reads the
+    prior scores at ``times[i]``, the round's score times [n]), in place; returns how many ran. Each costs one NFE per
+    row, as a Langevin step does. A row whose iterate is non-finite afterwards goes back to its round-start value (the
+    blow-up guard then watches the Langevin steps)."""
     nb = min(int(round(c.burn_in * n)), n - 1)
     if nb <= 0:
         return 0
     mask_z = active_rows(problem.synthesis, it.k, it.z)                   # z rows read by blocks ≥ k
     now = [times[0]]                                                      # the score time of the current step
-    objective = (lambda it: prior_surrogate(it, priors, now[0], c.lam, mask_z) + (0 if penalty is None else penalty(it)))
+    objective = (lambda it: prior_surrogate(it, priors, now[0], c.lam, mask_z)
+                 + (0 if penalty is None else penalty(it)))
     start = {v: p.detach().clone() for v, p in it.params().items()}
     step = adam_step_factory(problem, it, nb, lambda i: c.burn_in_lr, cons, objective)
     for i in tqdm(range(nb), desc=f"sgilo burn-in k={it.k}", disable=not problem.progress, leave=False):

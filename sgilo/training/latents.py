@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from sgilo.checkpoints import atomic_write, atomic_write_text
 from sgilo.generator import GaussianizedW, Generator, IntermediateState, advance, h_shape, head
+from sgilo.solvers.schedules import resize_rounds, with_rounds
 
 FORMAT = "sgilo/latents"
 KINDS = ("synthetic", "inverted")
@@ -63,12 +64,10 @@ def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tenso
     try:
         from sgilo.operators.pointwise import Denoising
         from sgilo.solvers.ilo import ILOConfig, solve
-        from sgilo.solvers.schedules import resize_rounds
     except ImportError as e:
         raise RuntimeError(f"inverted latents need the ILO solver (sgilo.solvers.ilo), which failed to import: "
                            f"{e}") from e
-    rounds = resize_rounds(steps, layer + 1)
-    config = ilo_for_rounds(ilo or ILOConfig(), rounds)
+    config = with_rounds(ilo or ILOConfig(), resize_rounds(steps, layer + 1))
     zs, hs = [], []
     for i in range(0, images.shape[0], batch):
         res = solve(images[i:i + batch], Denoising(), G, fit, config=config, generator=generator)
@@ -79,17 +78,6 @@ def inverted_latents(G: Generator, fit: GaussianizedW, layer: int, images: Tenso
     if layer > 0:
         out["h"] = torch.cat(hs)
     return out
-
-
-def ilo_for_rounds(config, rounds: tuple[int, ...]):
-    """``config`` (an `ILOConfig`) with ``rounds`` steps and its per-round ℓ1 radii cut or extended (last value) to
-    match."""
-    from dataclasses import replace
-
-    from sgilo.solvers.schedules import resize_rounds
-    radii = {name: resize_rounds(getattr(config, name), len(rounds))
-             for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise") if getattr(config, name) is not None}
-    return replace(config, steps=tuple(rounds), **radii)
 
 
 def _h_at(G: Generator, state: IntermediateState, layer: int) -> Tensor:
