@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import MaskOperator, masked_problem
+from sgilo.bench.run import stopped_per_image
 from sgilo.solvers import csgm, ilo, sgilo
 from sgilo.solvers.configs import replace_nested
 from sgilo.solvers.rounds import begin_round, h_move, init_iterate, make_problem
@@ -53,10 +54,31 @@ def test_blowup_guard_rolls_back_halves_and_stops(setup, caplog):
     with caplog.at_level(logging.WARNING, logger="sgilo"):
         r = sgilo.solve(y, op, G, fit, config=cfg)
     msg = r.diagnostics["stopped"]
-    assert msg is not None and "blow-up in round k=1" in msg and "after 2 roll-backs with its step halved" in msg
+    assert msg is not None and "blow-up in round k=1" in msg and "after 2 roll-backs with the step halved" in msg
     assert "eta_h" in msg and msg in caplog.text and "\n" not in msg
     assert torch.isfinite(r.samples).all() and float(r.samples.abs().max()) < 1e3
     assert max(r.diagnostics["halvings"]) == 3
+
+
+# One chain that blows up stops alone: the other chains of the batch go on exactly as they would without it (before,
+# the first exhausted chain ended the run for all K·B rows).
+
+
+def test_blowup_guard_stops_only_the_chain_that_blew_up(setup, caplog):
+    G, fit, op, y, _ = setup
+    y2 = y.clone()
+    y2[1] = 30 * y2[1]                                                      # image 1: a stiff data term
+    cfg = sgilo.SGILOConfig(steps=(3, 6), chains=2, eta=1e-6, eta_h=1e-4, seed=1, guard=sgilo.BlowupGuard(retries=2))
+    with caplog.at_level(logging.WARNING, logger="sgilo"):
+        both = sgilo.solve(y2, op, G, fit, config=cfg)
+    alone = sgilo.solve(y2[:1], op, G, fit, config=cfg)
+    assert torch.allclose(both.samples[:, 0], alone.samples[:, 0], atol=1e-4)   # image 0 unaffected
+    assert both.diagnostics["stopped_rows"] == [3]                          # row c·B + b: chain 1 of image 1
+    msg = both.diagnostics["stopped"]
+    assert "chain row(s) [3]" in msg and "3 of 4 chains go on" in msg and msg in caplog.text and "\n" not in msg
+    assert alone.diagnostics["stopped"] is None and alone.diagnostics["stopped_rows"] == []
+    assert torch.isfinite(both.samples).all() and float(both.samples.abs().max()) < 1e3
+    assert stopped_per_image(both.diagnostics, 2) == [None, msg]            # the bench blames image 1 only
 
 
 def test_blowup_guard_catches_a_finite_blowup(setup):

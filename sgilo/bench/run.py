@@ -189,8 +189,8 @@ def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: f
     outputs = r.outputs.detach()
     best = torch.tensor(r.diagnostics["final_data_term"], device=outputs.device).reshape(outputs.shape[:2]).argmin(0)
     nfe = r.diagnostics.get("nfe", planned_nfe(config))
-    extras = [{"stopped": r.diagnostics.get("stopped"), "nfe": nfe, "nfe_planned": planned_nfe(config),
-               "K": outputs.shape[0]} for _ in range(B)]
+    extras = [{"stopped": stopped, "nfe": nfe, "nfe_planned": planned_nfe(config), "K": outputs.shape[0]}
+              for stopped in stopped_per_image(r.diagnostics, B)]
     rhat = r.diagnostics.get("rhat") or {}
     for b in range(B):
         vals = [v for per in rhat.values() for v in per[b] if np.isfinite(v)]
@@ -199,6 +199,20 @@ def run_solver(name: str, y: Tensor, operator, models, config, seed: int, lam: f
     for b, e in enumerate(chain_diagnostics(r.diagnostics, outputs.shape[0], B)):
         extras[b].update(e)
     return Outcome(outputs.mean(0), outputs, best, entry.samples, extras)
+
+
+# ----------------------------------------------------------------------------
+# Per image b: the stop message of the run, for the images whose chains stopped.
+
+
+def stopped_per_image(diag: dict, B: int) -> list[str | None]:
+    """The run's stop message for each of its B images: all of them when the run stopped as a whole, only the images
+    of the stopped chains (rows c·B + b of ``diag['stopped_rows']``, SGILO's blow-up guard) when those are given."""
+    msg, rows = diag.get("stopped"), diag.get("stopped_rows")
+    if msg is None or rows is None:
+        return [msg] * B
+    hit = {int(r) % B for r in rows}
+    return [msg if b in hit else None for b in range(B)]
 
 
 # ----------------------------------------------------------------------------

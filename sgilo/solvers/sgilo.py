@@ -32,10 +32,11 @@ round-start norm, or whose iterate is non-finite is rolled back to its last good
 step. The allowance is 4× the largest rise a stable chain shows on average: near a mode the posterior's data term sits
 rank/(2β) above its minimum (Laplace approximation; the rank of A J is at most m), and a chain that starts away from a
 mode lowers f. Unstable ULA steps (η ρ > 2 along some direction) multiply the deviation at every step instead
-(a relative threshold of 1000 × f₀ let such a chain end 30 × above f₀). After ``guard.retries`` halvings of one chain
-the run stops, keeps the last good iterate of every chain and says so in one line (``diagnostics['stopped']``, logger
-``sgilo``). The iterate after a round's last step is not checked (its data term is first computed by the next round or
-the final render).
+(a relative threshold of 1000 × f₀ let such a chain end 30 × above f₀). A chain that blows up again after
+``guard.retries`` halvings stops: it keeps its last good iterate for the rest of the run, the other chains go on, and
+one line says so (``diagnostics['stopped']``, logger ``sgilo``; its rows in ``diagnostics['stopped_rows']``). When
+every chain has stopped, the run ends. The iterate after a round's last step is not checked (its data term is first computed by the
+next round or the final render).
 
 Option of issue 16 (off by default): ``t_schedule`` = (t_max, t_min) anneals the score time geometrically over each
 round's steps, the burn-in's included (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1). The likelihood's σ is
@@ -371,11 +372,13 @@ def prior_surrogate(it: Iterate, priors: Mapping, t: float, lam: float, mask_z: 
 
 
 def burn_in(problem: Problem, it: Iterate, c: SGILOConfig, n: int, priors: Mapping,
-            penalty: Callable[[Iterate], Tensor] | None, cons: Constraints, times: Sequence[float]) -> int:
+            penalty: Callable[[Iterate], Tensor] | None, cons: Constraints, times: Sequence[float],
+            hold: Tensor | None = None) -> int:
     """Runs the first round(c.burn_in · n) (at most n − 1) of the round's n steps as Adam steps on U (step i reads the
     prior scores at ``times[i]``, the round's score times [n]), in place; returns how many ran. Each costs one NFE per
-    row, as a Langevin step does. A row whose iterate is non-finite afterwards goes back to its round-start value (the
-    blow-up guard then watches the Langevin steps)."""
+    row, as a Langevin step does. A row whose iterate is non-finite afterwards, or that ``hold`` ([N] bool: chains
+    stopped by the blow-up guard) marks, goes back to its round-start value (the guard then watches the Langevin
+    steps)."""
     nb = min(int(round(c.burn_in * n)), n - 1)
     if nb <= 0:
         return 0
@@ -391,6 +394,8 @@ def burn_in(problem: Problem, it: Iterate, c: SGILOConfig, n: int, priors: Mappi
         record_step(problem, it.k, x, f, burn=True)
     with torch.no_grad():                                                 # a row that blew up starts from its start
         bad = nonfinite_rows(it.params())
+        if hold is not None:
+            bad |= hold.to(bad.device)
         for v, p in it.params().items():
             p[bad] = start[v][bad]
     return nb
@@ -416,15 +421,18 @@ class Rollback:
     backoff: Tensor             # [N] step factor of each row
     halvings: Tensor            # [N] halvings so far
     guard: BlowupGuard
+    frozen: Tensor              # [N] bool: stopped chains, held at their last good iterate
 
     @staticmethod
-    def at(it: Iterate, guard: BlowupGuard, m: int, beta: float = 1.0) -> Rollback:
-        """The guard of a round starting at ``it``; m: measurements per image, beta: the chains' inverse temperature."""
-        n = it.z.shape[0]
+    def at(it: Iterate, guard: BlowupGuard, m: int, beta: float = 1.0, frozen: Tensor | None = None) -> Rollback:
+        """The guard of a round starting at ``it``; m: measurements per image, beta: the chains' inverse temperature,
+        frozen: [N] bool, chains stopped in earlier rounds (held where they are)."""
+        n, dev = it.z.shape[0], it.z.device
         h0 = None if it.h is None else it.h.detach().flatten(1).norm(dim=1)
+        frozen = torch.zeros(n, dtype=torch.bool, device=dev) if frozen is None else frozen.to(dev).clone()
         return Rollback({k: p.detach().clone() for k, p in it.params().items()}, None,
                         guard.data_rise * m / min(beta, 1.0), h0,
-                        torch.ones(n, device=it.z.device), torch.zeros(n, dtype=torch.long, device=it.z.device), guard)
+                        torch.ones(n, device=dev), torch.zeros(n, dtype=torch.long, device=dev), guard, frozen)
 
     def steps(self, eta: Mapping[str, float | Tensor]) -> dict[str, float | Tensor]:
         """η of every variable times the row factors (unchanged numbers while no row was halved)."""
@@ -460,22 +468,21 @@ class Rollback:
         if bool(bad_post.any()):
             reasons.append("non-finite or blown-up iterate after the update")
         ok = ~bad_pre
+        back = bad_pre | bad_post | self.frozen                                   # a stopped chain stays put
         for n, p in params.items():
             self.good[n][ok] = before[n][ok]                                      # verified: f(before) is fine
-            back = bad_pre | bad_post
             p[back] = self.good[n][back]
-        bad = bad_pre | bad_post
+        bad = (bad_pre | bad_post) & ~self.frozen
         self.backoff[bad] *= 0.5
         self.halvings[bad] += 1
         return bad_pre, reasons
 
-    def exhausted(self) -> bool:
-        return bool((self.halvings > self.guard.retries).any())
-
-    @torch.no_grad()
-    def restore_all(self, it: Iterate) -> None:
-        for n, p in it.params().items():
-            p.copy_(self.good[n])
+    def stop_exhausted(self) -> Tensor:
+        """Stops the chains that blew up again after ``guard.retries`` halvings (held at their last good iterate from
+        now on); returns [N] bool, the chains stopped by this call."""
+        new = (self.halvings > self.guard.retries) & ~self.frozen
+        self.frozen |= new
+        return new
 
 
 # ----------------------------------------------------------------------------
@@ -530,7 +537,8 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     Shapes: y [B, ...]; returns samples [K, B, C, H, W], x_hat/std [B, C, H, W], z [K·B, L, D] (row c·B + b).
     Diagnostics: 'nfe', 'stopped', 'final_data_term' [K][B], 'curvature' (per round), 'h_move' (per round k ≥ 1:
     ‖h_k − head_k(z)‖ / ‖head_k(z)‖ at the round's end, 'mean' and per row 'rows' [K·B], 'start' = mean at its start),
-    'halvings' [K·B] (blow-up guard), R̂/ESS of the last round's traces.
+    'halvings' [K·B] and 'stopped_rows' (rows c·B + b of the chains the blow-up guard stopped), R̂/ESS of the last
+    round's traces.
     """
     c, priors = config, dict(priors or {})
     problem = make_problem(y, operator, G, fit, c.chains, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
@@ -554,8 +562,9 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
 def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGILOConfig, priors: Mapping):
     penalty = geocross_penalty(problem, c.geocross_weight)               # optional GeoCross (0 by default)
     radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
-    seconds, curvature, moves, stopped = [], [], [], None
+    seconds, curvature, moves, stops = [], [], [], []
     halvings = torch.zeros(it.z.shape[0], dtype=torch.long)
+    frozen = torch.zeros(it.z.shape[0], dtype=torch.bool)                  # chains stopped by the blow-up guard
     for k, n in enumerate(steps):
         if k < it.k:                                                      # continuation: layers < k0 are in h_k0
             continue
@@ -565,7 +574,7 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
         cons = Constraints.at(it, c.project, radii[0][k], radii[1][k], radii[2][k])   # Π at round-start radii (ILO)
         move0 = h_move(problem, it)                                       # h_k's departure from head_k(z) so far
         times = geometric(*c.t_schedule, n) if c.t_schedule else [c.t_h] * n   # annealed Langevin (Song & Ermon)
-        nb = burn_in(problem, it, c, n, priors, penalty, cons, times)    # optional: Adam towards a mode first
+        nb = burn_in(problem, it, c, n, priors, penalty, cons, times, hold=frozen)   # optional: Adam to a mode first
         n, times = n - nb, times[nb:]
         eta = step_sizes(it, c)                                           # η_v
         if c.curvature is not None:                                       # η_v ← η_v · min(1, κ/ρ) per chain (ours)
@@ -573,7 +582,7 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
             eta = {v: e * ctl["scale"] for v, e in eta.items()}
             curvature.append({"k": k, "kappa": ctl["kappa"], "rho": ctl["rho"].tolist(),
                               "scale": ctl["scale"].tolist()})
-        guard = Rollback.at(it, c.guard, problem.fidelity.measurements, c.beta)
+        guard = Rollback.at(it, c.guard, problem.fidelity.measurements, c.beta, frozen)
         for i in tqdm(range(n), desc=f"sgilo round k={k}", disable=not problem.progress, leave=False):
             eta_i = guard.steps(eta)
             before = {v: p.detach().clone() for v, p in it.params().items()}
@@ -581,21 +590,25 @@ def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGI
             bad, reasons = guard.check(it, before, f)
             if not bool(bad.any()):
                 record_step(problem, k, x, f)
-            if guard.exhausted():
-                guard.restore_all(it)
-                stopped = (f"blow-up in round k={k} at step {i} ({'; '.join(reasons)}): a chain blew up again after "
-                           f"{c.guard.retries} roll-backs with its step halved each time; stopped with the last good "
-                           f"iterate of every chain; lower the step size eta (now {c.eta}"
-                           f"{'' if c.eta_h is None else f', eta_h {c.eta_h}'})")
-                problem.note(stopped)
-                break
+            new = guard.stop_exhausted()
+            if bool(new.any()):
+                rows = new.nonzero().flatten().tolist()
+                left = int((~guard.frozen).sum())
+                stops.append(f"blow-up in round k={k} at step {i} ({'; '.join(reasons)}): chain row(s) {rows} blew up "
+                             f"again after {c.guard.retries} roll-backs with the step halved each time and stopped at "
+                             f"their last good iterate; {left} of {len(new)} chains go on; lower the step size eta "
+                             f"(now {c.eta}{'' if c.eta_h is None else f', eta_h {c.eta_h}'})")
+                problem.note(stops[-1])
+                if left == 0:
+                    break
         halvings += guard.halvings.cpu()
+        frozen = guard.frozen.cpu()
         move = h_move(problem, it)                                        # ‖h_k − head_k(z)‖ / ‖head_k(z)‖
         if move is not None:
             moves.append({"k": k, "mean": float(move.mean()), "rows": move.tolist(), "start": float(move0.mean())})
         seconds.append(time.perf_counter() - t0)
-        if stopped:
+        if bool(frozen.all()):                                            # every chain stopped: the run ends
             break
-    extra = {"curvature": curvature or None, "h_move": moves or None,
-             "halvings": halvings.tolist()}
-    return it, seconds, stopped, extra
+    extra = {"curvature": curvature or None, "h_move": moves or None, "halvings": halvings.tolist(),
+             "stopped_rows": frozen.nonzero().flatten().tolist()}
+    return it, seconds, " | ".join(stops) or None, extra
