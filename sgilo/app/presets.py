@@ -43,7 +43,8 @@
     8 train/ faces) gave 20.39 / 18.42 / 20.87 / 20.63 dB against 20.32 / 18.18 / 20.92 / 20.57 on the four sparse
     tasks, and at the CSGM protocol's m = 5000 (4 train/ faces, bench 'default' steps) 28.11 against 26.33 (ILO 27.02);
     with it the PCA h₂ prior beat the per-feature Gaussian by +0.41 ± 0.38 dB at inpaint 1 % and +0.22 ± 0.17 at CS
-    circulant 1 % (−0.05 and −0.01 on the other two). Rounds k = 0, 1, 2.
+    circulant 1 % (−0.05 and −0.01 on the other two). Rounds k = 0, 1, 2. On 128 train/ faces the h₂ round gave
+    +0.00 / +0.11 / −0.00 / −0.06 dB; (200, 100, 50) and (200, 100, 200) did no better (docs/tuning.md).
   - Noise maps: trainable for blocks k..k+2 in round k (``noise_lookahead=2``, ILO's variables) instead of block k
     only: m = 5000 at 300 evaluations 26.58 against 25.55 dB (4 train/ faces; ILO 28.72), the sparse tasks within
     0.1 dB (20.30 / 18.46 / 20.79 against 20.39 / 18.42 / 20.87). A burn-in of 0.95 added 0.8 dB more at m = 5000 but
