@@ -31,7 +31,7 @@ from sgilo.solvers.langevin import check_positive
 from sgilo.solvers.result import Latents, Result
 from sgilo.solvers.rounds import (Constraints, Iterate, Problem, check_precision, check_steps, geocross_penalty,
                                   init_iterate, make_problem, render, restarts_result, run_rounds, start_iterate)
-from sgilo.solvers.schedules import ilo_lr, per_round
+from sgilo.solvers.schedules import ilo_lr, round_radii
 
 
 # ----------------------------------------------------------------------------
@@ -65,9 +65,7 @@ class ILOConfig:
         check_positive(self.lr, "learning rate lr")
         if not isinstance(self.restarts, int) or self.restarts < 1:
             raise ValueError(f"restarts must be an integer >= 1, got {self.restarts!r}")
-        n = len(self.steps)
-        for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise"):
-            per_round(getattr(self, name), n, name)
+        round_radii(self, len(self.steps))                               # one ℓ1 radius per round, or None
 
 
 # ----------------------------------------------------------------------------
@@ -116,7 +114,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
     problem = make_problem(y, operator, G, fit, c.restarts, c.seed, c.sigma_min, generator, c.progress, c.perceptual,
                            c.lpips_weight, seeds, c.precision)
     steps = check_steps(tuple(c.steps), problem.synthesis)
-    radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
+    radii = round_radii(c, len(steps))
     penalty = geocross_penalty(problem, c.geocross)
 
     def make_step(it: Iterate, k: int):

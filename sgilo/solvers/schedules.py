@@ -80,6 +80,12 @@ def resize_rounds(values: Sequence, n: int) -> tuple:
 ROUND_TUPLES = ("l1_radius_z", "l1_radius_h", "l1_radius_noise")   # per-round fields of ILOConfig and SGILOConfig
 
 
+def round_radii(config, rounds: int) -> list[list[float | None]]:
+    """The ℓ1 radii of ``config`` for z, h_k and the noise maps (ROUND_TUPLES), one value per round (None: no ball);
+    one clear line when a tuple does not have ``rounds`` entries."""
+    return [per_round(getattr(config, f), rounds, f) for f in ROUND_TUPLES]
+
+
 def with_rounds(config, steps: Sequence[int]):
     """``config`` (an `ILOConfig` or `SGILOConfig`) with these per-round ``steps`` and its per-round tuples (ℓ1 radii,
     SGILO's ``reference.tau_h``) cut or extended (last value) to len(steps) rounds."""

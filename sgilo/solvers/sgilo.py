@@ -35,8 +35,8 @@ mode lowers f. Unstable ULA steps (η ρ > 2 along some direction) multiply the 
 (a relative threshold of 1000 × f₀ let such a chain end 30 × above f₀). A chain that blows up again after
 ``guard.retries`` halvings stops: it keeps its last good iterate for the rest of the run, the other chains go on, and
 one line says so (``diagnostics['stopped']``, logger ``sgilo``; its rows in ``diagnostics['stopped_rows']``). When
-every chain has stopped, the run ends. The iterate after a round's last step is not checked (its data term is first computed by the
-next round or the final render).
+every chain has stopped, the run ends. The iterate after a round's last step is not checked (its data term is first
+computed by the next round or the final render).
 
 Option of issue 16 (off by default): ``t_schedule`` = (t_max, t_min) anneals the score time geometrically over each
 round's steps, the burn-in's included (annealed Langevin, Song & Ermon, NeurIPS 2019, Alg. 1). The likelihood's σ is
@@ -80,7 +80,7 @@ from sgilo.solvers.result import Latents, Result
 from sgilo.solvers.rounds import (Constraints, Iterate, Problem, active_rows, begin_round, check_precision, check_steps,
                                   geocross_penalty, h_move, init_iterate, make_problem, record_step, render, render_fn,
                                   run_rounds, sampler_result, start_iterate, traces)
-from sgilo.solvers.schedules import per_round
+from sgilo.solvers.schedules import per_round, round_radii
 from sgilo.utils.shapes import assert_shape
 
 STEP_CONTROLS = ("none", "curvature")
@@ -203,8 +203,7 @@ class SGILOConfig:
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"prior weight lam must be a finite number >= 0, got {self.lam!r}")
         per_round(self.reference.tau_h, len(self.steps), "reference.tau_h")
-        for name in ("l1_radius_z", "l1_radius_h", "l1_radius_noise"):
-            per_round(getattr(self, name), len(self.steps), name)
+        round_radii(self, len(self.steps))                                # one ℓ1 radius per round, or None
         if self.geocross is not None and not (math.isfinite(self.geocross) and self.geocross >= 0):
             raise ValueError(f"geocross weight must be a finite number >= 0, got {self.geocross!r}")
 
@@ -507,7 +506,7 @@ def reference_after(problem: Problem, c: SGILOConfig, priors: Mapping, tau_h: fl
 def solve_reference(problem: Problem, start: Iterate, steps: tuple[int, ...], c: SGILOConfig, priors: Mapping):
     r = c.reference
     penalty = geocross_penalty(problem, c.geocross_weight)
-    radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
+    radii = round_radii(c, len(steps))
     tau_h = list(r.tau_h) if r.tau_h is not None else [0.0] + [0.1] * (len(steps) - 1)
 
     def make_step(it: Iterate, k: int):
@@ -561,7 +560,7 @@ def solve(y: Tensor, operator: LinearOperator, G: Generator, fit: GaussianizedW 
 
 def solve_langevin(problem: Problem, it: Iterate, steps: tuple[int, ...], c: SGILOConfig, priors: Mapping):
     penalty = geocross_penalty(problem, c.geocross_weight)               # optional GeoCross (0 by default)
-    radii = [per_round(getattr(c, n), len(steps), n) for n in ("l1_radius_z", "l1_radius_h", "l1_radius_noise")]
+    radii = round_radii(c, len(steps))
     seconds, curvature, moves, stops = [], [], [], []
     halvings = torch.zeros(it.z.shape[0], dtype=torch.long)
     frozen = torch.zeros(it.z.shape[0], dtype=torch.bool)                  # chains stopped by the blow-up guard
